@@ -1,0 +1,1 @@
+"""Run the stack's servers as local processes (no Docker)."""

@@ -1,0 +1,46 @@
+"""`.env` from `.env.example`, with every empty secret replaced by a random value.
+
+Running it again only fills secrets that are still empty, so it is harmless to repeat and never
+rotates a password that a data folder already depends on.
+"""
+
+import secrets
+import sys
+from pathlib import Path
+
+SECRET_KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
+
+def _parse(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and "=" in stripped:
+            key, _, value = stripped.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+def ensure_env(root: Path) -> dict[str, str]:
+    example, target = root / ".env.example", root / ".env"
+    lines = (target if target.exists() else example).read_text().splitlines()
+    present = _parse("\n".join(lines))
+    # Settings added to .env.example after .env was made are appended, with their defaults.
+    for key, value in _parse(example.read_text()).items():
+        if key not in present:
+            lines.append(f"{key}={value}")
+    out = []
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in SECRET_KEYS and not value.strip():
+            line = f"{key}={secrets.token_urlsafe(24)}"
+        out.append(line)
+    text = "\n".join(out) + "\n"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+        target.chmod(0o600)
+    return _parse(text)
+
+
+if __name__ == "__main__":
+    ensure_env(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd())

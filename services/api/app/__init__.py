@@ -1,0 +1,3 @@
+"""The API service of the FastAPI production stack."""
+
+__version__ = "0.1.0"

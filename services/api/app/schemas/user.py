@@ -1,0 +1,24 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from app.schemas.common import StrictInput
+
+
+class UserCreate(StrictInput):
+    email: Annotated[EmailStr, Field(max_length=254)]
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    name: str
+    created_at: datetime
+
+
+class UserCreated(UserPublic):
+    token: str = Field(description="Bearer token for writes. Shown once; only its hash is kept.")

@@ -1,0 +1,70 @@
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from app.observability.logging import JsonFormatter
+
+from tests.utils.factories import create_user
+
+
+@pytest.fixture
+def access_log() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test-replica"))
+    logger = logging.getLogger("app.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def test_one_json_line_per_request_with_the_callers_request_id(
+    client: httpx.AsyncClient, access_log: io.StringIO
+) -> None:
+    response = await client.get("/items/987654321", headers={"X-Request-ID": "abc-123.x"})
+    assert response.headers["x-request-id"] == "abc-123.x"
+    assert response.json()["request_id"] == "abc-123.x"
+    (line,) = _lines(access_log)
+    assert line["request_id"] == "abc-123.x"
+    assert line["method"] == "GET"
+    assert line["route"] == "/items/{item_id}"
+    assert line["status"] == 404
+    assert isinstance(line["duration_ms"], float)
+    assert line["replica"] == "test-replica"
+    assert line["level"] == "INFO"
+
+
+async def test_request_id_is_generated_when_missing_or_unsafe(
+    client: httpx.AsyncClient, access_log: io.StringIO
+) -> None:
+    plain = await client.get("/health/live")
+    unsafe = await client.get("/health/live", headers={"X-Request-ID": "bad id\twith spaces"})
+    too_long = await client.get("/health/live", headers={"X-Request-ID": "a" * 200})
+    ids = [r.headers["x-request-id"] for r in (plain, unsafe, too_long)]
+    assert all(len(i) == 32 for i in ids)
+    assert len(set(ids)) == 3
+
+
+async def test_tokens_never_reach_the_log(
+    client: httpx.AsyncClient, access_log: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = await create_user(client)
+    caplog.set_level(logging.DEBUG)
+    await client.post("/items", json={"name": "x", "price": 1}, headers=user.auth)
+    await client.post(
+        "/items", json={"name": "x", "price": 1}, headers={"Authorization": "Bearer leaked-guess"}
+    )
+    text = access_log.getvalue() + caplog.text
+    assert access_log.getvalue()
+    assert user.token not in text
+    assert "leaked-guess" not in text

@@ -1,0 +1,67 @@
+import httpx
+
+from tests.utils.factories import create_user, unique_email
+from tests.utils.problems import assert_problem
+
+
+async def test_create_user_returns_token_once(client: httpx.AsyncClient) -> None:
+    email = unique_email()
+    response = await client.post("/users", json={"email": email.upper(), "name": "Ada"})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["email"] == email  # stored lower-case
+    assert len(body["token"]) >= 40
+    assert response.headers["location"] == f"/users/{body['id']}"
+
+    fetched = await client.get(f"/users/{body['id']}")
+    assert fetched.status_code == 200
+    assert fetched.json() == {k: v for k, v in body.items() if k != "token"}
+
+
+async def test_duplicate_email_is_409(client: httpx.AsyncClient) -> None:
+    user = await create_user(client)
+    response = await client.post("/users", json={"email": user.email.upper(), "name": "Twin"})
+    body = assert_problem(response, 409)
+    assert user.email in body["detail"]
+
+
+async def test_unknown_user_is_404(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/users/999999999"), 404)
+
+
+async def test_invalid_user_bodies_are_422_naming_the_field(client: httpx.AsyncClient) -> None:
+    cases = [
+        ({"email": "not-an-email", "name": "x"}, "email"),
+        ({"email": unique_email(), "name": ""}, "name"),
+        ({"email": unique_email(), "name": "x" * 101}, "name"),
+        ({"email": unique_email()}, "name"),
+        ({"email": unique_email(), "name": "x", "admin": True}, "admin"),
+        ({"email": unique_email(), "name": 5}, "name"),
+    ]
+    for body, field in cases:
+        problem = assert_problem(await client.post("/users", json=body), 422)
+        assert field in {error["field"] for error in problem["errors"]}, (body, problem)
+
+
+async def test_malformed_json_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/users", content=b'{"email": ', headers={"Content-Type": "application/json"}
+    )
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["type"] == "json_invalid"
+
+
+async def test_list_users_paginates_with_a_bounded_limit(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await create_user(client)
+    first = await client.get("/users", params={"limit": 2})
+    assert first.status_code == 200
+    page = first.json()
+    assert len(page["data"]) == 2
+    assert page["next_cursor"] == page["data"][-1]["id"]
+    second = (await client.get("/users", params={"limit": 2, "cursor": page["next_cursor"]})).json()
+    assert second["data"][0]["id"] > page["data"][-1]["id"]
+
+    for bad in ({"limit": 0}, {"limit": 101}, {"limit": 1_000_000}, {"cursor": -1}):
+        problem = assert_problem(await client.get("/users", params=bad), 422)
+        assert problem["errors"][0]["field"] in bad

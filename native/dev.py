@@ -3,6 +3,7 @@
 Data persists in the data folder between runs; Ctrl-C stops all three.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def main() -> int:
         )
         port = env_values.get("DEV_API_PORT", "8000")
         print(f"API: http://127.0.0.1:{port}  docs: http://127.0.0.1:{port}/docs", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             subprocess.run(
                 [
                     sys.executable, "-m", "uvicorn", "app.main:create_app_from_env", "--factory",
@@ -57,8 +58,6 @@ def main() -> int:
                 env=env,
                 check=False,
             )  # fmt: skip
-        except KeyboardInterrupt:
-            pass
     finally:
         redis.stop()
         postgres.stop()

@@ -33,8 +33,9 @@ def ensure_env(root: Path) -> dict[str, str]:
     for line in lines:
         key, sep, value = line.partition("=")
         if sep and key.strip() in SECRET_KEYS and not value.strip():
-            line = f"{key}={secrets.token_urlsafe(24)}"
-        out.append(line)
+            out.append(f"{key}={secrets.token_urlsafe(24)}")
+        else:
+            out.append(line)
     text = "\n".join(out) + "\n"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)

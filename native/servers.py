@@ -76,7 +76,7 @@ class PostgresServer:
         return f"postgresql+asyncpg://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
     def _run(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        result = subprocess.run(  # noqa: S603 - fixed binaries, our own arguments
+        result = subprocess.run(
             _as_postgres_user(argv),
             capture_output=True,
             text=True,
@@ -164,9 +164,7 @@ class RedisServer:
                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password]
-        self.process = subprocess.Popen(  # noqa: S603
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
 
     def stop(self) -> None:

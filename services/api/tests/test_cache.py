@@ -1,12 +1,12 @@
 import asyncio
 
 import httpx
-from app.cache import ItemCache
-from app.models import Item
-from app.routes.items import _item_json
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.cache import ItemCache
+from app.models import Item
+from app.routes.items import _item_json
 from tests.utils.factories import create_item, create_user
 
 

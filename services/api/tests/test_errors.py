@@ -4,10 +4,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from app.main import create_app
-from app.observability.logging import JsonFormatter
 from asgi_lifespan import LifespanManager
 
+from app.main import create_app
+from app.observability.logging import JsonFormatter
 from tests.conftest import Servers, make_settings
 from tests.utils.problems import assert_problem
 

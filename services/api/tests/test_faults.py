@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from app.main import create_app
 from asgi_lifespan import LifespanManager
 
+from app.main import create_app
 from native.servers import free_port
 from tests.conftest import Servers, make_settings
 from tests.utils.factories import create_item, create_user

@@ -73,7 +73,9 @@ class AppMetrics:
             registry=self.registry,
         )
         build_info = Gauge(
-            "api_build_info", "Version and replica of this process.", ["version", "replica"],
+            # Not `replica`: Prometheus sets that target label itself, and a clash would rename
+            # ours to exported_replica.
+            "api_build_info", "Version and replica of this process.", ["version", "replica_name"],
             registry=self.registry,
         )  # fmt: skip
         build_info.labels(__version__, replica).set(1)

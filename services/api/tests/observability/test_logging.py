@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from app.observability.logging import JsonFormatter
 
+from app.observability.logging import JsonFormatter
 from tests.utils.factories import create_user
 
 

@@ -38,7 +38,7 @@ async def test_custom_series_exist_and_move(client: httpx.AsyncClient) -> None:
         _value(before, "api_cache_lookups_total", result="miss") + 2
     )
     assert ("api_cache_lookups_total", frozenset({("result", "error")})) in after
-    assert _value(after, "api_build_info", version="0.1.0", replica="test-replica") == 1
+    assert _value(after, "api_build_info", version="0.1.0", replica_name="test-replica") == 1
     assert _value(after, "api_db_pool_size") >= 1
     assert ("api_db_pool_checked_out", frozenset()) in after
     assert ("api_db_pool_overflow", frozenset()) in after

@@ -10,7 +10,7 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 RUN := $(UV) run --frozen
 
-.tools/bin/uv:
+.tools/bin/uv: | system-deps
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
@@ -18,13 +18,82 @@ RUN := $(UV) run --frozen
 	$(UV) sync --frozen
 	touch $@
 
+# Compose where a Docker engine answers, the native stack (supervisord) otherwise.
+STACK ?= $(shell docker info >/dev/null 2>&1 && echo compose || echo native)
+COMPOSE := docker compose
+NATIVE := $(RUN) python -m native.stack
+
 .PHONY: help  ## Show this list of targets
 help:
 	@grep -E '^\.PHONY: [a-zA-Z_-]+ +## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = "^\\.PHONY: |  *## "} {printf "  \033[36m%-12s\033[0m %s\n", $$2, $$3}'
 
+.PHONY: system-deps  ## Install the Debian packages the stack runs (as root; otherwise print the apt line)
+system-deps:
+	bash native/system-deps.sh
+
 .PHONY: install  ## Install the Python dependencies from uv.lock into .venv
 install: .venv/.synced
+
+.PHONY: up  ## Start the whole stack and wait until every service is healthy (STACK=compose|native)
+up: .env
+ifeq ($(STACK),compose)
+	$(COMPOSE) up -d --build --wait
+	@. ./.env; echo; \
+	echo "  API through nginx   http://127.0.0.1:$${NGINX_PORT:-8080}  (docs: /docs)"; \
+	echo "  Grafana             http://127.0.0.1:$${GRAFANA_PORT:-3000}  (anonymous viewer; admin password in .env)"; \
+	echo "  Prometheus          http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/targets"; \
+	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"
+else
+	$(MAKE) system-deps install
+	$(NATIVE) up
+endif
+
+.PHONY: down  ## Stop the stack (data is kept)
+down:
+ifeq ($(STACK),compose)
+	$(COMPOSE) down
+else
+	$(NATIVE) down
+endif
+
+.PHONY: ps  ## Show the stack's services and their state
+ps:
+ifeq ($(STACK),compose)
+	$(COMPOSE) ps
+else
+	$(NATIVE) ps
+endif
+
+.PHONY: logs  ## Follow the stack's logs (SERVICE=name for one)
+logs:
+ifeq ($(STACK),compose)
+	$(COMPOSE) logs -f --tail=100 $(SERVICE)
+else
+	$(NATIVE) logs $(SERVICE)
+endif
+
+.PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
+scale:
+ifeq ($(STACK),compose)
+	$(COMPOSE) up -d --no-recreate --wait --scale api=$(N)
+	# nginx resolves `api` to every replica's address when it loads its config.
+	$(COMPOSE) exec nginx nginx -s reload
+else
+	@echo "natively: set API_REPLICAS=$(N) in .env and run make up again"; exit 1
+endif
+
+.PHONY: clean  ## Stop the stack and delete its data (database, metrics, logs)
+clean:
+ifeq ($(STACK),compose)
+	$(COMPOSE) down --volumes --remove-orphans
+else
+	$(NATIVE) clean
+endif
+
+# Random secrets on first run; never overwrites one that is already set.
+.env: .env.example
+	python3 native/envfile.py .
 
 .PHONY: dev  ## Run one API replica with auto-reload, beside its own PostgreSQL and Redis
 dev: install
@@ -34,7 +103,7 @@ dev: install
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy services native
+	$(RUN) mypy services native tests
 
 .PHONY: format  ## Apply ruff's fixes and formatting
 format: install
@@ -42,7 +111,7 @@ format: install
 	$(RUN) ruff format .
 
 .PHONY: test  ## Lint, then every test (real PostgreSQL and Redis on free loopback ports)
-test: lint
+test: system-deps lint
 	$(RUN) pytest
 
 .PHONY: clean-dev  ## Remove make dev's database and cache data

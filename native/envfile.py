@@ -21,8 +21,10 @@ def _parse(text: str) -> dict[str, str]:
     return values
 
 
-def ensure_env(root: Path) -> dict[str, str]:
-    example, target = root / ".env.example", root / ".env"
+def ensure_env(root: Path, target: Path | None = None) -> dict[str, str]:
+    """Create or complete `target` (default: root/.env) from root/.env.example."""
+    example = root / ".env.example"
+    target = target or root / ".env"
     lines = (target if target.exists() else example).read_text().splitlines()
     present = _parse("\n".join(lines))
     # Settings added to .env.example after .env was made are appended, with their defaults.

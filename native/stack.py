@@ -1,0 +1,293 @@
+"""The native stack: `python -m native.stack up|down|ps|logs|clean`, run by `make` when no Docker
+engine answers. supervisord keeps every process; this module renders its configuration, starts
+the programs in dependency order (as Compose's `depends_on` conditions do) and waits for health.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from native.envfile import ensure_env
+from native.paths import REPO_ROOT, data_root
+from native.render import API_DIR, StackDirs, render_all
+from native.servers import PostgresServer, ServerError, postgres_bindir, wait_for_port
+from native.topology import Topology
+
+# Binary → Debian package that provides it.
+DEBIAN_PACKAGES = {
+    "nginx": "nginx",
+    "redis-server": "redis-server",
+    "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "prometheus-node-exporter": "prometheus-node-exporter",
+    "prometheus-nginx-exporter": "prometheus-nginx-exporter",
+    "prometheus-redis-exporter": "prometheus-redis-exporter",
+    "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+}
+HEALTH_TIMEOUT_SECONDS = 120.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def stack_dirs() -> StackDirs:
+    return StackDirs(data_root() / "stack")
+
+
+def _missing_packages() -> list[str]:
+    missing = [pkg for binary, pkg in DEBIAN_PACKAGES.items() if shutil.which(binary) is None]
+    try:
+        postgres_bindir()
+    except ServerError:
+        missing.append("postgresql")
+    return missing
+
+
+def ensure_packages() -> None:
+    # `make up` runs native/system-deps.sh first; this catches a direct `python -m native.stack`.
+    missing = _missing_packages()
+    if missing:
+        raise StackError(
+            f"missing Debian packages: {' '.join(missing)}; run `make system-deps` (as root)"
+        )
+
+
+def _log_tail(dirs: StackDirs, program: str, lines: int = 20) -> str:
+    log = dirs.logs / f"{program}.log"
+    if not log.exists():
+        return ""
+    return f"--- last lines of {log} ---\n" + "\n".join(log.read_text().splitlines()[-lines:])
+
+
+def _supervisorctl(dirs: StackDirs, *args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(dirs.supervisor_conf), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    # supervisorctl exits non-zero when any program is not RUNNING; callers decide.
+    if check and result.returncode not in (0, 3):
+        failed = [line.split(":")[0] for line in result.stdout.splitlines() if "ERROR" in line]
+        tails = "\n".join(_log_tail(dirs, name.split(":")[-1]) for name in failed)
+        raise StackError(
+            f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}\n{tails}".rstrip()
+        )
+    return result.stdout
+
+
+def supervisord_pid(dirs: StackDirs) -> int | None:
+    pidfile = dirs.run / "supervisord.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def _wait(what: str, check: Callable[[], bool], dirs: StackDirs, log: str | None) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, urllib.error.URLError, ServerError):
+            if check():
+                return
+        time.sleep(0.2)
+    tail = _log_tail(dirs, log) if log else ""
+    raise StackError(f"{what} not healthy after {HEALTH_TIMEOUT_SECONDS:.0f}s\n{tail}")
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
+            return bool(response.status == 200)
+
+    return check
+
+
+def _port_open(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        wait_for_port(port, timeout=0.5)
+        return True
+
+    return check
+
+
+def _postgres(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> PostgresServer:
+    return PostgresServer(
+        dirs.postgres / "data",
+        topology.ports["postgres"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        database=env["POSTGRES_DB"],
+    )
+
+
+def _migrate(topology: Topology, env: Mapping[str, str]) -> None:
+    """The one-shot `migrate` service: replicas start only after it succeeds."""
+    run_env = {
+        **os.environ,
+        "POSTGRES_HOST": topology.host,
+        "POSTGRES_PORT": str(topology.ports["postgres"]),
+        "POSTGRES_USER": env["POSTGRES_USER"],
+        "POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"],
+        "POSTGRES_DB": env["POSTGRES_DB"],
+        "APP_ENV": env.get("APP_ENV", "production"),
+    }
+    run_env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=API_DIR,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise StackError(f"migrations failed:\n{result.stdout}{result.stderr}")
+
+
+def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
+    as_root = os.geteuid() == 0
+    dirs.root.mkdir(parents=True, exist_ok=True)
+    render_all(topology, env, dirs, as_root=as_root)
+    postgres = _postgres(topology, env, dirs)
+    fresh = not (postgres.data_dir / "PG_VERSION").exists()
+    if fresh:
+        if as_root:
+            dirs.root.chmod(0o755)
+            dirs.postgres.mkdir(exist_ok=True)
+            shutil.chown(dirs.postgres, "postgres", "postgres")
+        postgres.init()
+
+    if supervisord_pid(dirs) is None:
+        subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(dirs.supervisor_conf)],
+            check=True,
+            timeout=30,
+        )
+        _wait("supervisord", (dirs.run / "supervisor.sock").exists, dirs, "supervisord")
+    else:
+        # Already up: pick up a changed replica count or config, keep what did not change.
+        _supervisorctl(dirs, "reread")
+        _supervisorctl(dirs, "update")
+
+    _supervisorctl(dirs, "start", "postgres", "redis")
+    bindir = postgres_bindir()
+    _wait(
+        "postgres",
+        lambda: subprocess.run(
+            [str(bindir / "pg_isready"), "-q", "-h", topology.host, "-p",
+             str(topology.ports["postgres"])],
+            check=False,
+        ).returncode == 0,
+        dirs,
+        "postgres",
+    )  # fmt: skip
+    if fresh:
+        postgres.create_database()
+    _wait("redis", _port_open(topology.ports["redis"]), dirs, "redis")
+    _migrate(topology, env)
+
+    _supervisorctl(dirs, "start", "api:*")
+    for replica, port in enumerate(topology.api_ports, start=1):
+        _wait(
+            f"api-{replica}", _http_ok(f"http://{topology.host}:{port}/health/ready"), dirs,
+            f"api-{replica}",
+        )  # fmt: skip
+    _supervisorctl(dirs, "start", "nginx")
+    _wait("nginx", _http_ok(f"{topology.url('nginx-internal')}/healthz"), dirs, "nginx")
+    exporters = ("nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter")
+    _supervisorctl(dirs, "start", *exporters, "alertmanager")
+    for name in exporters:
+        _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)
+    _wait("alertmanager", _http_ok(f"{topology.url('alertmanager')}/-/ready"), dirs, "alertmanager")
+    _supervisorctl(dirs, "start", "prometheus")
+    _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
+
+
+def down(dirs: StackDirs) -> None:
+    pid = supervisord_pid(dirs)
+    if pid is None:
+        return
+    # Stops every program (each with its own grace period, signals to the whole group).
+    _supervisorctl(dirs, "shutdown", check=False)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and supervisord_pid(dirs) is not None:
+        time.sleep(0.2)
+    if supervisord_pid(dirs) is not None:
+        raise StackError(f"supervisord (pid {pid}) did not stop within 120 s")
+
+
+def print_urls(topology: Topology) -> None:
+    prometheus = topology.url("prometheus")
+    print(
+        "\nThe native stack is up (Grafana needs Docker; its panels' queries run in Prometheus):\n"
+        f"  API through nginx   {topology.url('nginx')}   (docs: {topology.url('nginx')}/docs)\n"
+        f"  Prometheus          {prometheus}/classic/targets\n"
+        f"  Alertmanager        {topology.url('alertmanager')}\n"
+        f"  Data and logs       {stack_dirs().root}\n",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="native.stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "ps", "logs", "clean", "render"])
+    parser.add_argument("services", nargs="*", help="for logs: only these programs")
+    args = parser.parse_args(argv)
+    # STACK_ENV_FILE lets tests run a stack without touching the checkout's .env.
+    env_file = Path(os.environ.get("STACK_ENV_FILE", REPO_ROOT / ".env"))
+    env = {
+        **ensure_env(REPO_ROOT, env_file),
+        **{k: v for k, v in os.environ.items() if k.isupper()},
+    }
+    topology = Topology.from_env(env)
+    dirs = stack_dirs()
+    try:
+        if args.command == "up":
+            ensure_packages()
+            start = time.monotonic()
+            up(env, topology, dirs)
+            print_urls(topology)
+            print(f"healthy in {time.monotonic() - start:.1f}s")
+        elif args.command == "render":
+            render_all(topology, env, dirs, as_root=os.geteuid() == 0)
+        elif args.command == "down":
+            down(dirs)
+        elif args.command == "ps":
+            if supervisord_pid(dirs) is None:
+                print("the native stack is not running")
+                return 0
+            print(_supervisorctl(dirs, "status", check=False), end="")
+        elif args.command == "logs":
+            names = args.services or ["*"]
+            files = sorted({str(p) for n in names for p in dirs.logs.glob(f"{n}.log")})
+            if not files:
+                raise StackError(f"no logs under {dirs.logs}")
+            os.execvp("tail", ["tail", "-n", "50", "-F", *files])  # noqa: S606
+        elif args.command == "clean":
+            down(dirs)
+            shutil.rmtree(dirs.root, ignore_errors=True)
+            print(f"removed {dirs.root}")
+    except StackError as exc:
+        print(f"native stack: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""End to end through the native stack: nginx → replicas → PostgreSQL/Redis, scraped by Prometheus.
+
+Tests run in file order; the last one takes the stack down and checks nothing is left behind.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from native.paths import REPO_ROOT
+from native.servers import ServerError, free_port, wait_for_port
+
+from .conftest import REPLICAS, NativeStack
+
+EXPECTED_JOBS = {"api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus"}
+
+
+def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, object] = response.json()
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert {"type", "title", "detail", "instance"} <= body.keys()
+    return body
+
+
+def _seed(stack: NativeStack) -> tuple[dict[str, object], dict[str, str]]:
+    user = httpx.post(
+        f"{stack.nginx}/users", json={"email": f"{uuid.uuid4().hex}@e2e.io", "name": "e2e"}
+    )
+    assert user.status_code == 201, user.text
+    auth = {"Authorization": f"Bearer {user.json()['token']}"}
+    item = httpx.post(f"{stack.nginx}/items", json={"name": "e2e", "price": 1}, headers=auth)
+    assert item.status_code == 201, item.text
+    return item.json(), auth
+
+
+def test_every_prometheus_target_is_up(native_stack: NativeStack) -> None:
+    def all_up(result: list[dict[str, object]]) -> bool:
+        return len(result) == len(EXPECTED_JOBS) + REPLICAS - 1 and all(
+            r["value"][1] == "1"  # type: ignore[index]
+            for r in result
+        )
+
+    result = native_stack.wait_for("up", all_up)
+    jobs = [r["metric"]["job"] for r in result]
+    assert set(jobs) == EXPECTED_JOBS
+    assert jobs.count("api") == REPLICAS
+
+
+def test_requests_through_nginx_reach_every_replica(native_stack: NativeStack) -> None:
+    item, _ = _seed(native_stack)
+    with httpx.Client(base_url=native_stack.nginx) as client:
+        for _ in range(90):
+            assert client.get(f"/items/{item['id']}").status_code == 200
+    result = native_stack.wait_for(
+        'sum by (instance) (http_requests_total{job="api",handler="/items/{item_id}"})',
+        lambda r: len(r) == REPLICAS,
+    )
+    shares = sorted(float(r["value"][1]) for r in result)
+    assert shares[0] > 0, shares
+
+
+def _panel_queries() -> list[tuple[str, str, str]]:
+    path = REPO_ROOT / "services" / "grafana" / "panel_queries.py"
+    spec = importlib.util.spec_from_file_location("panel_queries", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # NamedTuple needs its module importable
+    spec.loader.exec_module(module)
+    return [tuple(query) for query in module.panel_queries()]
+
+
+def test_every_dashboard_panel_query_returns_data(native_stack: NativeStack) -> None:
+    """Grafana cannot run here, so its dashboards' queries run against the live Prometheus."""
+    item, auth = _seed(native_stack)
+    with httpx.Client(base_url=native_stack.nginx) as client:
+        for _ in range(30):
+            client.get(f"/items/{item['id']}")
+            client.get("/items", params={"limit": 5})
+            client.get("/items/987654321")
+        client.patch(f"/items/{item['id']}", json={"name": "renamed"}, headers=auth)
+    queries = _panel_queries()
+    assert len(queries) > 20
+    # Rates need two scrapes inside their window; give the 1 s scrapes a moment.
+    deadline = time.monotonic() + 30
+    empty = queries
+    while empty and time.monotonic() < deadline:
+        empty = [q for q in empty if not native_stack.query(q[2])]
+        time.sleep(1)
+    assert empty == [], "\n".join(f"{uid} / {title}: {expr}" for uid, title, expr in empty)
+
+
+def test_internal_paths_are_not_public(native_stack: NativeStack) -> None:
+    for path in ("/metrics", "/metrics/", "/health/ready", "/stub_status"):
+        _assert_problem(httpx.get(f"{native_stack.nginx}{path}"), 404)
+    assert httpx.get(f"{native_stack.nginx}/health/live").status_code == 200
+    internal = native_stack.topology.url("nginx-internal")
+    assert "Active connections" in httpx.get(f"{internal}/stub_status").text
+
+
+def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: NativeStack) -> None:
+    request_id = f"e2e-{uuid.uuid4().hex}"
+    response = httpx.get(
+        f"{native_stack.nginx}/items/987654321", headers={"X-Request-ID": request_id}
+    )
+    assert response.headers["x-request-id"] == request_id
+    assert response.json()["request_id"] == request_id
+
+    generated = httpx.get(f"{native_stack.nginx}/items/987654321")
+    assert len(generated.headers["x-request-id"]) == 32
+
+    deadline = time.monotonic() + 10
+    api_lines: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not api_lines:
+        logs = "".join(native_stack.log(f"api-{i}") for i in range(1, REPLICAS + 1))
+        api_lines = [json.loads(line) for line in logs.splitlines() if request_id in line]
+        time.sleep(0.2)
+    assert len(api_lines) == 1
+    assert api_lines[0]["route"] == "/items/{item_id}"
+    assert api_lines[0]["status"] == 404
+    nginx_lines = [
+        json.loads(line) for line in native_stack.log("nginx").splitlines() if request_id in line
+    ]
+    assert len(nginx_lines) == 1
+    assert nginx_lines[0]["upstream_addr"] in native_stack.topology.api_addresses
+    assert nginx_lines[0]["status"] == 404
+
+
+def test_nginx_errors_are_problem_json(native_stack: NativeStack) -> None:
+    too_big = httpx.post(
+        f"{native_stack.nginx}/users",
+        content=b"x" * (2 * 1024 * 1024),
+        headers={"Content-Type": "application/json"},
+    )
+    _assert_problem(too_big, 413)
+
+
+def test_rate_limited_client_gets_429_problem_with_retry_after(
+    native_stack: NativeStack, tmp_path: Path
+) -> None:
+    """The same nginx.conf with a low rate, in front of the same replicas."""
+    sys.path.insert(0, str(REPO_ROOT / "services" / "nginx"))
+    from render import nginx_command, render_nginx  # type: ignore[import-not-found]
+
+    port = free_port()
+    render_nginx(
+        tmp_path, native_stack.topology.api_addresses, port, free_port(), access_log="access.log",
+        rate="1r/s",
+    )  # fmt: skip
+    process = subprocess.Popen(nginx_command(tmp_path), stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            statuses = [client.get("/health/live") for _ in range(150)]
+        limited = [r for r in statuses if r.status_code == 429]
+        assert limited, {r.status_code for r in statuses}
+        assert sum(r.status_code == 200 for r in statuses) >= 100  # the burst got through
+        _assert_problem(limited[0], 429)
+        assert limited[0].headers["retry-after"] == "1"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: NativeStack) -> None:
+    item, _ = _seed(native_stack)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(base_url=native_stack.nginx, timeout=10) as client:
+            while not stop.is_set():
+                statuses.append(client.get(f"/items/{item['id']}").status_code)
+
+    workers = [threading.Thread(target=traffic) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1)
+        assert "stopped" in native_stack.supervisorctl("stop", "api:api-2")
+        time.sleep(2)
+        assert "started" in native_stack.supervisorctl("start", "api:api-2")
+        time.sleep(1)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert len(statuses) > 100
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_all_replicas_down_is_a_502_problem(native_stack: NativeStack) -> None:
+    native_stack.supervisorctl("stop", "api:*")
+    try:
+        _assert_problem(httpx.get(f"{native_stack.nginx}/items/1", timeout=30), 502)
+    finally:
+        native_stack.supervisorctl("start", "api:*")
+    for port in native_stack.topology.api_ports:
+        wait_for_port(port, timeout=30)
+
+
+def test_zz_make_down_leaves_no_process_behind(native_stack: NativeStack) -> None:
+    result = subprocess.run(
+        ["make", "down"],
+        cwd=REPO_ROOT,
+        env={**native_stack.env, "STACK": "native"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    data_dir = str(native_stack.data_dir)
+    leftovers = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if data_dir in cmdline or f"STACK_DATA_DIR={data_dir}".encode() in environ:
+            leftovers.append(cmdline)
+    assert leftovers == []
+    for port in [*native_stack.topology.ports.values(), *native_stack.topology.api_ports]:
+        with pytest.raises(ServerError):
+            wait_for_port(port, timeout=0.3)

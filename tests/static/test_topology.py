@@ -1,0 +1,96 @@
+"""Compose and the native runner describe one topology: same services, same config files, same
+published ports. Only addresses differ, and those come from native/topology.py."""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.config import Settings
+from native.paths import REPO_ROOT
+from native.render import ALERTMANAGER_CONFIG, PROMETHEUS_DIR, REDIS_CONFIG, StackDirs, render_all
+from native.topology import NOT_NATIVE, PORTS, SERVICES, Topology
+
+COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def _published_default(service: str) -> int:
+    (mapping,) = COMPOSE["services"][service]["ports"]
+    # "${BIND:-127.0.0.1}:${NGINX_PORT:-8080}:8080" → the host port's default, 8080.
+    host_part = str(mapping).rsplit(":", 1)[0]
+    match = re.search(r"\$\{(\w+):-(\d+)\}$", host_part)
+    assert match, mapping
+    return int(match.group(2))
+
+
+def test_same_services() -> None:
+    assert set(COMPOSE["services"]) == set(SERVICES)
+    assert {"grafana"} == NOT_NATIVE
+
+
+@pytest.mark.parametrize("service", ["nginx", "prometheus", "alertmanager"])
+def test_same_published_ports(service: str) -> None:
+    variable, native_default = PORTS[service]
+    assert _published_default(service) == native_default
+    assert variable in str(COMPOSE["services"][service]["ports"][0])
+
+
+def test_only_the_entry_points_and_monitoring_uis_are_published() -> None:
+    published = {name for name, svc in COMPOSE["services"].items() if svc.get("ports")}
+    assert published == {"nginx", "prometheus", "alertmanager", "grafana"}
+
+
+def _mounted_sources() -> set[Path]:
+    sources = set()
+    for service in COMPOSE["services"].values():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":", 1)[0]
+            if source.startswith("./"):
+                sources.add((REPO_ROOT / source).resolve())
+    return sources
+
+
+def test_native_runner_uses_the_files_compose_mounts(tmp_path: Path) -> None:
+    mounted = _mounted_sources()
+    assert REDIS_CONFIG in mounted
+    assert ALERTMANAGER_CONFIG.parent in mounted
+    assert PROMETHEUS_DIR in mounted
+    assert REPO_ROOT / "services" / "nginx" / "nginx.conf" in mounted
+
+    env = {
+        "POSTGRES_USER": "app",
+        "POSTGRES_PASSWORD": "pw-test",
+        "POSTGRES_DB": "app",
+        "REDIS_PASSWORD": "redis-test",
+    }
+    dirs = StackDirs(tmp_path)
+    render_all(Topology.from_env(env), env, dirs, as_root=False)
+    supervisor = dirs.supervisor_conf.read_text()
+    assert str(REDIS_CONFIG) in supervisor
+    assert f"--config.file={ALERTMANAGER_CONFIG}" in supervisor
+    # nginx runs the shared nginx.conf unchanged; only conf.d/ is rendered.
+    shared = (REPO_ROOT / "services" / "nginx" / "nginx.conf").read_bytes()
+    assert (dirs.run / "nginx" / "nginx.conf").read_bytes() == shared
+    prometheus = yaml.safe_load((dirs.run / "prometheus.yml").read_text())
+    assert prometheus["rule_files"] == [str(PROMETHEUS_DIR / "rules" / "*.yml")]
+    compose_jobs = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    assert [j["job_name"] for j in prometheus["scrape_configs"]] == [
+        j["job_name"] for j in compose_jobs["scrape_configs"]
+    ]
+    api_targets = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "api")
+    assert api_targets["static_configs"][0]["targets"] == ["127.0.0.1:8001", "127.0.0.1:8002",
+                                                           "127.0.0.1:8003"]  # fmt: skip
+
+
+def test_compose_sets_only_settings_the_api_knows() -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    for service in ("api", "migrate"):
+        environment = set(COMPOSE["services"][service]["environment"])
+        assert environment <= known, environment - known
+
+
+def test_replica_count_comes_from_env() -> None:
+    assert COMPOSE["services"]["api"]["deploy"]["replicas"] == "${API_REPLICAS:-3}"
+    assert Topology.from_env({}).replicas == 3

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,6 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from native.servers import free_port
+
+from .tooling import output, run_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "services" / "alertmanager" / "alertmanager.yml"
@@ -39,18 +42,7 @@ needs_alertmanager = pytest.mark.skipif(
 
 def run_amtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     assert AMTOOL is not None
-    return subprocess.run(
-        [AMTOOL, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def output(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stdout + result.stderr
+    return run_tool(AMTOOL, *args, timeout=60)
 
 
 def load_config() -> dict[str, Any]:
@@ -148,13 +140,6 @@ def test_group_by_and_inhibition_key_on_service() -> None:
 
 
 # --- live inhibition check -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http(method: str, url: str, body: Any = None) -> Any:

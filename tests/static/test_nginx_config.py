@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -26,6 +25,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from native.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_DIR = ROOT / "services" / "nginx"
@@ -51,12 +52,6 @@ def _nginx_t(conf_dir: Path, *prefix_command: str) -> subprocess.CompletedProces
     command = [*prefix_command, NGINX, "-t", "-q", "-e", "stderr", "-p", f"{conf_dir}/"]
     command += ["-c", str(conf_dir / "nginx.conf")]
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- nginx -t -------------------------------------------------------------------------------
@@ -271,7 +266,7 @@ def run_nginx(upstreams: list[str], **render_kwargs: Any) -> Iterator[RunningNgi
     # tmp dirs are 0700, so this one is made world-traversable.
     prefix = Path(tempfile.mkdtemp(prefix="nginx-test-", dir="/tmp"))
     prefix.chmod(0o755)
-    public_port, internal_port = _free_port(), _free_port()
+    public_port, internal_port = free_port(), free_port()
     render.render_nginx(
         prefix,
         upstreams,
@@ -438,7 +433,7 @@ def test_rate_limit_is_429_problem_with_retry_after() -> None:
 
 
 def test_upstream_down_is_502_problem() -> None:
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     with run_nginx([dead]) as nginx:
         status, headers, body, _ = nginx.request("GET", "/items/7?x=%22")
         document = _problem(status, headers, body, 502)
@@ -450,7 +445,7 @@ def test_upstream_down_is_502_problem() -> None:
 
 
 def test_failed_replica_is_skipped_for_idempotent_requests_only() -> None:
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     with (
         EchoUpstream() as healthy,
         EchoUpstream(status=503) as overloaded,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,6 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from native.servers import free_port
+
+from .tooling import output, run_tool
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "services" / "prometheus"
@@ -58,18 +61,7 @@ needs_prometheus = pytest.mark.skipif(
 
 def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
-    return subprocess.run(
-        [PROMTOOL, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def output(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stdout + result.stderr
+    return run_tool(PROMTOOL, *args, timeout=300)
 
 
 def load_yaml(path: Path) -> Any:
@@ -172,13 +164,6 @@ def test_promtool_rule_unit_tests_pass() -> None:
     assert result.returncode == 0, text
     assert text.count("SUCCESS") == len(TEST_FILES), text
     assert "FAILED" not in text, text
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def api_target_labels(base: str) -> list[dict[str, str]] | None:

@@ -103,7 +103,7 @@ dev: install
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy services native tests
+	$(RUN) mypy services native tests loadtest
 
 .PHONY: format  ## Apply ruff's fixes and formatting
 format: install
@@ -114,6 +114,53 @@ format: install
 test: system-deps lint
 	$(RUN) pytest
 
+.PHONY: chaos  ## Faults under load against a live native stack (minutes); numbers in tests/chaos/results/
+chaos: system-deps install
+	CHAOS=1 $(RUN) pytest tests/chaos
+
+# Its own native stack on free ports in a temporary folder, taken down at the end; never part of
+# `make test`. The harness stops starting steps after BENCH_BUDGET seconds (default 540); timeout
+# is the backstop (SIGTERM unwinds the harness, which takes its stack down).
+.PHONY: bench  ## Stack vs its ceilings, on loopback (~5 min; PROFILE=1 adds py-spy); bench/results/
+bench: install
+	bash native/system-deps.sh wrk
+	PROFILE='$(PROFILE)' timeout --kill-after=30 660 $(RUN) python -m bench.run
+
 .PHONY: clean-dev  ## Remove make dev's database and cache data
 clean-dev:
 	rm -rf "$$($(RUN) python -c 'from native.paths import data_root; print(data_root() / "dev")')"
+
+# make loadtest USERS=100 DURATION=5m ...: each variable given becomes its LOADTEST_* setting
+# (defaults and the other knobs: loadtest/settings.py, loadtest/README.md). HOST is taken from the
+# command line, or from the environment only when it is a URL: some shells export HOST as the
+# machine's name.
+LOADTEST_HOST := $(if $(filter command line,$(origin HOST)),$(HOST),$(filter http://% https://%,$(HOST)))
+LOADTEST_ENV := $(strip $(if $(LOADTEST_HOST),LOADTEST_HOST='$(LOADTEST_HOST)') \
+	$(if $(USERS),LOADTEST_USERS='$(USERS)') $(if $(SPAWN_RATE),LOADTEST_SPAWN_RATE='$(SPAWN_RATE)') \
+	$(if $(DURATION),LOADTEST_DURATION='$(DURATION)') $(if $(WORKERS),LOADTEST_WORKERS='$(WORKERS)'))
+# Under Compose each worker container is one client address to nginx, which allows 50 req/s per
+# address: more, smaller workers (loadtest/README.md, "Rate limit").
+LOADTEST_COMPOSE_WORKERS := $(or $(WORKERS),5)
+LOADTEST_COMPOSE := env $(LOADTEST_ENV) LOADTEST_WORKERS=$(LOADTEST_COMPOSE_WORKERS) \
+	LOADTEST_UID=$$(id -u) LOADTEST_GID=$$(id -g) $(COMPOSE) --profile loadtest
+LOADTEST_COMPOSE_UP := up --build --no-deps --scale locust-worker=$(LOADTEST_COMPOSE_WORKERS)
+
+.PHONY: loadtest  ## Load-test the running stack, judge it by loadtest/thresholds.toml, write a report
+loadtest:
+ifeq ($(STACK),compose)
+	mkdir -p loadtest/reports
+	$(LOADTEST_COMPOSE) $(LOADTEST_COMPOSE_UP) --exit-code-from locust-master locust-master locust-worker
+else
+	$(MAKE) install
+	env $(LOADTEST_ENV) $(RUN) python -m loadtest run
+endif
+
+.PHONY: loadtest-ui  ## Locust's web UI on http://127.0.0.1:8089 against the running stack
+loadtest-ui:
+ifeq ($(STACK),compose)
+	mkdir -p loadtest/reports
+	LOADTEST_MODE=ui $(LOADTEST_COMPOSE) $(LOADTEST_COMPOSE_UP) locust-master locust-worker
+else
+	$(MAKE) install
+	env $(LOADTEST_ENV) $(RUN) python -m loadtest ui
+endif

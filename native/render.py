@@ -162,7 +162,7 @@ def api_environment(topology: Topology, env: Mapping[str, str], replica: int) ->
             "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT_SECONDS", "DB_CONNECT_TIMEOUT_SECONDS",
             "DB_STATEMENT_TIMEOUT_MS", "REDIS_SOCKET_TIMEOUT_SECONDS", "CACHE_TTL_SECONDS",
             "CACHE_RETRY_AFTER_SECONDS", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
-            "REDIS_PASSWORD",
+            "REDIS_PASSWORD", "METRICS_ENABLED",
         }
     }  # fmt: skip
     return {
@@ -273,6 +273,16 @@ def programs(
             [
                 "prometheus-node-exporter",
                 f"--web.listen-address={topology.address('node-exporter')}",
+            ],
+        ),
+        Program(
+            "pushgateway",
+            [
+                "prometheus-pushgateway",
+                f"--web.listen-address={topology.address('pushgateway')}",
+                # Pushed groups live for one load test (it deletes its group at the end); Debian's
+                # default would persist them under /var/lib/prometheus, outside the stack's data.
+                "--persistence.file=",
             ],
         ),
         Program(

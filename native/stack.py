@@ -33,6 +33,7 @@ DEBIAN_PACKAGES = {
     "prometheus-nginx-exporter": "prometheus-nginx-exporter",
     "prometheus-redis-exporter": "prometheus-redis-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+    "prometheus-pushgateway": "prometheus-pushgateway",
 }
 HEALTH_TIMEOUT_SECONDS = 120.0
 
@@ -215,6 +216,8 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     for name in exporters:
         _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)
     _wait("alertmanager", _http_ok(f"{topology.url('alertmanager')}/-/ready"), dirs, "alertmanager")
+    _supervisorctl(dirs, "start", "pushgateway")
+    _wait("pushgateway", _http_ok(f"{topology.url('pushgateway')}/-/ready"), dirs, "pushgateway")
     _supervisorctl(dirs, "start", "prometheus")
     _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
 

@@ -9,7 +9,10 @@ packages=(
     prometheus prometheus-alertmanager
     prometheus-node-exporter prometheus-nginx-exporter prometheus-redis-exporter
     prometheus-postgres-exporter
+    prometheus-pushgateway  # Locust's live numbers during make loadtest
 )
+# A target's own extras, named on the command line (make bench: wrk).
+packages+=("$@")
 
 if ! command -v dpkg-query >/dev/null; then
     echo "system-deps: not a Debian system; install the equivalents of: ${packages[*]}" >&2

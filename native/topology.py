@@ -27,6 +27,9 @@ PORTS: dict[str, tuple[str, int]] = {
     "redis-exporter": ("NATIVE_REDIS_EXPORTER_PORT", 9121),
     "postgres-exporter": ("NATIVE_POSTGRES_EXPORTER_PORT", 9187),
     "node-exporter": ("NATIVE_NODE_EXPORTER_PORT", 9100),
+    # Holds what a load test's Locust pushes (loadtest/), so Prometheus scrapes a target that is
+    # always up rather than one that exists only while a test runs.
+    "pushgateway": ("NATIVE_PUSHGATEWAY_PORT", 9091),
 }
 # Replica i (1-based) listens on API_BASE_PORT + i.
 API_BASE_PORT = ("NATIVE_API_BASE_PORT", 8000)
@@ -34,9 +37,13 @@ API_BASE_PORT = ("NATIVE_API_BASE_PORT", 8000)
 # Every Compose service and whether the native stack runs it (Grafana has no Debian package).
 SERVICES = (
     "nginx", "api", "migrate", "postgres", "redis", "prometheus", "alertmanager", "grafana",
-    "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter",
+    "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter", "pushgateway",
+    "locust-master", "locust-worker",
 )  # fmt: skip
 NOT_NATIVE = frozenset({"grafana"})
+# Compose's `loadtest` profile: started only for a load test. Natively `make loadtest` runs them
+# as plain processes for the length of the run (loadtest/locust_procs.py), not under supervisord.
+LOADTEST_PROFILE = frozenset({"locust-master", "locust-worker"})
 
 
 @dataclass(frozen=True)

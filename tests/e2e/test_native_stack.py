@@ -1,11 +1,11 @@
 """End to end through the native stack: nginx → replicas → PostgreSQL/Redis, scraped by Prometheus.
 
-Tests run in file order; the last one takes the stack down and checks nothing is left behind.
+Tests run in file order; test_zz_teardown.py, collected last, takes the stack down and checks
+nothing is left behind.
 """
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -14,14 +14,15 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from native.paths import REPO_ROOT
-from native.servers import ServerError, free_port, wait_for_port
+from native.servers import free_port, wait_for_port
 
 from .conftest import REPLICAS, NativeStack
 
-EXPECTED_JOBS = {"api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus"}
+EXPECTED_JOBS = {
+    "api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus", "pushgateway",
+}  # fmt: skip
 
 
 def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
@@ -91,7 +92,9 @@ def test_every_dashboard_panel_query_returns_data(native_stack: NativeStack) -> 
             client.get("/items", params={"limit": 5})
             client.get("/items/987654321")
         client.patch(f"/items/{item['id']}", json={"name": "renamed"}, headers=auth)
-    queries = _panel_queries()
+    # The Load test dashboard's Locust panels have data only while a load test runs; its queries
+    # are evaluated inside a run's window by test_loadtest.py.
+    queries = [query for query in _panel_queries() if query[0] != "loadtest"]
     assert len(queries) > 20
     # Rates need two scrapes inside their window; give the 1 s scrapes a moment.
     deadline = time.monotonic() + 30
@@ -209,32 +212,3 @@ def test_all_replicas_down_is_a_502_problem(native_stack: NativeStack) -> None:
         native_stack.supervisorctl("start", "api:*")
     for port in native_stack.topology.api_ports:
         wait_for_port(port, timeout=30)
-
-
-def test_zz_make_down_leaves_no_process_behind(native_stack: NativeStack) -> None:
-    result = subprocess.run(
-        ["make", "down"],
-        cwd=REPO_ROOT,
-        env={**native_stack.env, "STACK": "native"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    data_dir = str(native_stack.data_dir)
-    leftovers = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if data_dir in cmdline or f"STACK_DATA_DIR={data_dir}".encode() in environ:
-            leftovers.append(cmdline)
-    assert leftovers == []
-    for port in [*native_stack.topology.ports.values(), *native_stack.topology.api_ports]:
-        with pytest.raises(ServerError):
-            wait_for_port(port, timeout=0.3)

@@ -46,6 +46,7 @@ SERVICES = {
     "redis-exporter",
     "postgres-exporter",
     "node-exporter",
+    "pushgateway",
 }
 ONE_SHOT = {"migrate"}
 # Images with nothing inside to run a probe with; each must say so by disabling the check.

@@ -448,21 +448,38 @@ def test_failed_replica_is_skipped_for_idempotent_requests_only() -> None:
     dead = f"127.0.0.1:{free_port()}"
     with (
         EchoUpstream() as healthy,
-        EchoUpstream(status=503) as overloaded,
+        EchoUpstream(status=502) as broken,
         # max_fails=0: no replica is ever taken out, so every request exercises retries.
-        run_nginx([dead, overloaded.address, healthy.address], max_fails=0) as nginx,
+        run_nginx([dead, broken.address, healthy.address], max_fails=0) as nginx,
     ):
         # A refused connection means no replica saw the request: retried even for POST.
-        # A 503 from a replica that did see it: retried for GET, never for POST.
+        # A 502 from a replica that did see it: retried for GET, never for POST.
         for _ in range(6):
             assert nginx.request("GET", "/items")[0] == 200
         post_statuses = [nginx.request("POST", "/items", body=b"{}")[0] for _ in range(6)]
-        assert set(post_statuses) <= {200, 503}
-        assert 503 in post_statuses
-        posts_seen = [r for r in overloaded.requests if r["method"] == "POST"]
-        assert len(posts_seen) == post_statuses.count(503)
+        assert set(post_statuses) <= {200, 502}
+        assert 502 in post_statuses
+        posts_seen = [r for r in broken.requests if r["method"] == "POST"]
+        assert len(posts_seen) == post_statuses.count(502)
         assert all(r["method"] == "POST" for r in healthy.requests[6:])
         assert len(healthy.requests) == 6 + post_statuses.count(200)
+
+
+def test_a_replicas_503_is_answered_as_is_and_takes_no_replica_out() -> None:
+    """The API's 503 means PostgreSQL is down, for every replica alike: retrying it elsewhere
+    would only multiply the load, and counting it as a failure would empty the pool."""
+    with (
+        EchoUpstream(status=503) as first,
+        EchoUpstream(status=503) as second,
+        run_nginx([first.address, second.address]) as nginx,
+    ):
+        statuses = [nginx.request("GET", "/items")[0] for _ in range(20)]
+        assert statuses == [503] * 20
+        # One try per request (no retry), and both replicas kept getting requests: with
+        # max_fails=3, counting 503s would have taken them out and nginx would answer 502.
+        assert len(first.requests) + len(second.requests) == 20
+        assert len(first.requests) >= 5
+        assert len(second.requests) >= 5
 
 
 def test_internal_port_healthz_and_access_rules() -> None:

@@ -45,6 +45,7 @@ STATIC_TARGETS = {
     "node": ["node-exporter:9100"],
     "alertmanager": ["alertmanager:9093"],
     "prometheus": ["localhost:9090"],
+    "pushgateway": ["pushgateway:9091"],
 }
 # level:metric:operations (https://prometheus.io/docs/practices/rules/).
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")

@@ -11,7 +11,7 @@ import yaml
 from app.config import Settings
 from native.paths import REPO_ROOT
 from native.render import ALERTMANAGER_CONFIG, PROMETHEUS_DIR, REDIS_CONFIG, StackDirs, render_all
-from native.topology import NOT_NATIVE, PORTS, SERVICES, Topology
+from native.topology import LOADTEST_PROFILE, NOT_NATIVE, PORTS, SERVICES, Topology
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
@@ -28,6 +28,9 @@ def _published_default(service: str) -> int:
 def test_same_services() -> None:
     assert set(COMPOSE["services"]) == set(SERVICES)
     assert {"grafana"} == NOT_NATIVE
+    profiled = {name for name, svc in COMPOSE["services"].items() if svc.get("profiles")}
+    assert profiled == LOADTEST_PROFILE
+    assert all(COMPOSE["services"][name]["profiles"] == ["loadtest"] for name in profiled)
 
 
 @pytest.mark.parametrize("service", ["nginx", "prometheus", "alertmanager"])
@@ -39,7 +42,8 @@ def test_same_published_ports(service: str) -> None:
 
 def test_only_the_entry_points_and_monitoring_uis_are_published() -> None:
     published = {name for name, svc in COMPOSE["services"].items() if svc.get("ports")}
-    assert published == {"nginx", "prometheus", "alertmanager", "grafana"}
+    # locust-master publishes Locust's web UI, and only under the `loadtest` profile.
+    assert published == {"nginx", "prometheus", "alertmanager", "grafana", "locust-master"}
 
 
 def _mounted_sources() -> set[Path]:

@@ -18,24 +18,29 @@ which requests go straight to PostgreSQL, and every cache failure is counted, ne
 
 import logging
 import time
-from typing import cast
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from app.observability.metrics import AppMetrics
+from app.redis_pipe import PipelinedRedis, RedisError, Script
 
 logger = logging.getLogger("app.cache")
 
 # KEYS[1] = entry, KEYS[2] = generation; ARGV = expected generation ("" when none), value, ttl.
-_SET_IF_GENERATION = """
+_SET_IF_GENERATION = Script("""
 local current = redis.call('GET', KEYS[2])
 if (current or '') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
   return 1
 end
 return 0
-"""
+""")
+# KEYS as above; ARGV[1] = the generation's TTL. One script, so atomic like MULTI/EXEC, and one
+# command, so it cannot interleave with other requests' commands on the shared connection.
+_BUMP_GENERATION = Script("""
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+""")
 # The generation must outlive every in-flight reader; a day is far beyond any request.
 _GENERATION_TTL_SECONDS = 86_400
 
@@ -43,7 +48,7 @@ _GENERATION_TTL_SECONDS = 86_400
 class ItemCache:
     def __init__(
         self,
-        redis: Redis,
+        redis: PipelinedRedis,
         metrics: AppMetrics,
         *,
         ttl_seconds: int,
@@ -54,7 +59,6 @@ class ItemCache:
         self.ttl_seconds = ttl_seconds
         self.retry_after_seconds = retry_after_seconds
         self._bypass_until = 0.0
-        self._set_if_generation = redis.register_script(_SET_IF_GENERATION)
 
     @staticmethod
     def _keys(item_id: int) -> tuple[str, str]:
@@ -70,28 +74,26 @@ class ItemCache:
     async def get(self, item_id: int) -> tuple[bytes | None, str | None]:
         """Return (cached JSON or None, generation token for `fill`; None means don't fill)."""
         if not self._available():
-            self.metrics.cache_lookups.labels("error").inc()
+            self.metrics.cache_error.inc()
             return None, None
         try:
-            # decode_responses is off, so values come back as bytes.
-            found = cast(list[bytes | None], await self.redis.mget(self._keys(item_id)))
-            raw, generation = found
+            raw, generation = await self.redis.call("MGET", *self._keys(item_id))
         except RedisError as exc:
             self._failed("get", exc)
-            self.metrics.cache_lookups.labels("error").inc()
+            self.metrics.cache_error.inc()
             return None, None
         if raw is not None:
-            self.metrics.cache_lookups.labels("hit").inc()
+            self.metrics.cache_hit.inc()
             return raw, None
-        self.metrics.cache_lookups.labels("miss").inc()
+        self.metrics.cache_miss.inc()
         return None, (generation or b"").decode()
 
     async def fill(self, item_id: int, generation: str, value: bytes) -> bool:
         if not self._available():
             return False
         try:
-            stored = await self._set_if_generation(
-                keys=self._keys(item_id), args=[generation, value, self.ttl_seconds]
+            stored = await self.redis.run(
+                _SET_IF_GENERATION, self._keys(item_id), (generation, value, self.ttl_seconds)
             )
         except RedisError as exc:
             self._failed("fill", exc)
@@ -100,17 +102,12 @@ class ItemCache:
 
     async def invalidate(self, item_id: int) -> None:
         """Call after the write has committed; see the module docstring for why."""
-        entry, generation = self._keys(item_id)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(generation)
-                pipe.expire(generation, _GENERATION_TTL_SECONDS)
-                pipe.delete(entry)
-                await pipe.execute()
+            await self.redis.run(_BUMP_GENERATION, self._keys(item_id), (_GENERATION_TTL_SECONDS,))
         except RedisError as exc:
             # Redis being down must not fail a committed write; the TTL bounds any staleness.
             self.metrics.cache_invalidation_errors.inc()
             self._failed("invalidate", exc)
 
     async def ping(self) -> None:
-        await self.redis.ping()
+        await self.redis.call("PING")

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     replica_name: str = Field(default_factory=socket.gethostname)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     docs_enabled: bool = True
+    # Per-request HTTP metrics (http_requests_total, http_request_duration_seconds). Off only to
+    # measure what they cost (make bench); /metrics keeps serving everything else either way.
+    metrics_enabled: bool = True
     # Uvicorn waits this long for in-flight requests after SIGTERM before closing pools.
     shutdown_grace_seconds: Annotated[int, Field(gt=0, le=120)] = 20
 

@@ -1,11 +1,11 @@
 """The application factory and its lifespan: pools open before serving and close after draining."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 from app import __version__
 from app.cache import ItemCache
@@ -15,20 +15,18 @@ from app.errors import register_exception_handlers
 from app.observability.logging import configure_logging
 from app.observability.metrics import AppMetrics
 from app.observability.middleware import RequestContextMiddleware
-from app.routes import api_router
+from app.redis_pipe import PipelinedRedis
+from app.routes import routers
 
 logger = logging.getLogger("app")
 
 
-def create_redis(settings: Settings) -> Redis:
-    return Redis.from_url(
+def create_redis(settings: Settings) -> PipelinedRedis:
+    # No retries: a retry doubles the time a dead Redis holds a request; we fail open instead.
+    return PipelinedRedis.from_url(
         settings.redis_dsn,
-        socket_timeout=settings.redis_socket_timeout_seconds,
-        socket_connect_timeout=settings.redis_socket_timeout_seconds,
-        # No retries: a retry doubles the time a dead Redis holds a request; we fail open instead.
-        retry=None,
-        health_check_interval=0,
-        max_connections=64,
+        timeout=settings.redis_socket_timeout_seconds,
+        connect_timeout=settings.redis_socket_timeout_seconds,
     )
 
 
@@ -46,6 +44,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retry_after_seconds=settings.cache_retry_after_seconds,
     )
     app.state.metrics.watch_pool(engine)
+    # What start-up allocated (modules, routes, models) lives as long as the process: frozen out
+    # of the collector's sight, every collection scans only what requests allocate. make bench
+    # measured a tenth of the CPU of an uncached read going to the collector before this.
+    gc.collect()
+    gc.freeze()
     logger.info("started", extra={"version": __version__, "env": settings.app_env})
     try:
         yield
@@ -67,12 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
-    app.state.metrics = AppMetrics(settings.replica_name)
+    app.state.metrics = AppMetrics(settings.replica_name, http_enabled=settings.metrics_enabled)
     register_exception_handlers(app)
-    app.include_router(api_router)
-    app.state.metrics.instrument(app)
-    # Added last so it is the outermost user middleware: the request id exists for everything.
-    app.add_middleware(RequestContextMiddleware)
+    for router in routers:
+        app.include_router(router)
+    app.state.metrics.expose(app)
+    # Added last so it is the outermost user middleware: the request id exists for everything,
+    # and the HTTP metrics time everything.
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics.http)
     return app
 
 

@@ -4,13 +4,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from app.deps import CacheDep
-from app.errors import problem_response
+from app.errors import problem_response, problem_responses
+from app.redis_pipe import RedisError
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], responses=problem_responses("default"))
 
 _DB_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -23,7 +23,7 @@ async def live() -> dict[str, str]:
 @router.get(
     "/ready",
     summary="PostgreSQL is reachable; the cache's state is reported but never fails readiness",
-    responses={503: {"description": "PostgreSQL is unreachable"}},
+    responses=problem_responses(503, s503="PostgreSQL is unreachable; `checks` says what failed"),
 )
 async def ready(request: Request, cache: CacheDep) -> Response:
     checks: dict[str, Any] = {}

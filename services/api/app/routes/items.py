@@ -1,34 +1,57 @@
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Response, status
-from sqlalchemy import select
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, SessionDep
-from app.errors import NotFoundError, PreconditionFailedError
+from app.cache import ItemCache
+from app.database import Read, fetch
+from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, SessionDep, cache_of, engine_of
+from app.errors import NotFoundError, PreconditionFailedError, problem_responses
 from app.models import Item
 from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
 from app.schemas.item import ItemCreate, ItemPublic, ItemUpdate
 
-router = APIRouter(prefix="/items", tags=["items"])
+router = APIRouter(prefix="/items", tags=["items"], responses=problem_responses(422, "default"))
 
 JSON = "application/json"
-_AUTH_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing or invalid token"},
-    403: {"description": "Not the item's owner"},
-    404: {"description": "No such item"},
-}
+_AUTH_ERRORS = problem_responses(401, 403, 404, s403="Not the item's owner", s404="No such item")
+# Routes that read a JSON body: unparseable (400) or not JSON at all (415).
+_BODY_ERRORS = problem_responses(400, 415)
+_IF_MATCH_DESCRIPTION = (
+    "The ETag you last read. Optional: without it the write is unconditional (last writer wins); "
+    "with it a newer version answers 412 instead of being overwritten."
+)
 
 
 def _etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _item_json(item: Item) -> bytes:
+def _if_match_allows(if_match: str | None, version: int) -> bool:
+    """RFC 9110 If-Match: `*` or a list of entity tags, compared strongly (W/ tags never match)."""
+    if if_match is None:
+        return True
+    tags = {tag.strip() for tag in if_match.split(",")}
+    return "*" in tags or _etag(version) in tags
+
+
+def _item_json(item: Item | Mapping[str, Any]) -> bytes:
     return ItemPublic.model_validate(item).model_dump_json().encode()
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses={401: _AUTH_ERRORS[401]})
+# The GETs are pure reads: app.database.fetch runs them without the ORM or a transaction.
+_ITEM_BY_ID = Read.of(select(Item).where(Item.id == bindparam("id")))
+_PAGE = select(Item).where(Item.id > bindparam("after")).order_by(Item.id).limit(bindparam("rows"))
+_ITEMS_PAGE = Read.of(_PAGE)
+_OWNER_ITEMS_PAGE = Read.of(_PAGE.where(Item.owner_id == bindparam("owner_id")))
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, responses={**_BODY_ERRORS, 401: _AUTH_ERRORS[401]}
+)
 async def create_item(
     body: ItemCreate, session: SessionDep, user: CurrentUser, response: Response
 ) -> ItemPublic:
@@ -40,27 +63,32 @@ async def create_item(
     return ItemPublic.model_validate(item)
 
 
-@router.get("")
+# The handlers return the JSON they built (response_model only documents it): FastAPI would
+# otherwise validate the page it was handed a second time before serialising it.
+@router.get("", response_model=Page[ItemPublic])
 async def list_items(
-    session: SessionDep,
+    request: Request,
     limit: Annotated[PageLimit, Query()] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[PageCursor, Query()] = None,
     owner_id: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="Only this owner's")
     ] = None,
-) -> Page[ItemPublic]:
-    query = select(Item).order_by(Item.id).limit(limit + 1)
-    if cursor is not None:
-        query = query.where(Item.id > cursor)
-    if owner_id is not None:
-        query = query.where(Item.owner_id == owner_id)
-    items = list(await session.scalars(query))
-    has_more = len(items) > limit
-    items = items[:limit]
-    return Page[ItemPublic](
-        data=[ItemPublic.model_validate(i) for i in items],
-        next_cursor=items[-1].id if has_more else None,
+) -> Response:
+    # Ids start at 1, so "after 0" is the first page.
+    after, engine = cursor or 0, engine_of(request)
+    if owner_id is None:
+        rows = await fetch(engine, _ITEMS_PAGE, after=after, rows=limit + 1)
+    else:
+        rows = await fetch(
+            engine, _OWNER_ITEMS_PAGE, after=after, rows=limit + 1, owner_id=owner_id
+        )
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    # One validation of the whole page (in pydantic-core) instead of one call per item.
+    page = Page[ItemPublic].model_validate(
+        {"data": [dict(row) for row in rows], "next_cursor": rows[-1]["id"] if has_more else None}
     )
+    return Response(page.model_dump_json(), media_type=JSON)
 
 
 @router.get(
@@ -68,24 +96,46 @@ async def list_items(
     response_model=ItemPublic,
     responses={404: _AUTH_ERRORS[404]},
 )
-async def get_item(item_id: ItemId, session: SessionDep, cache: CacheDep) -> Response:
+async def get_item(item_id: ItemId, request: Request) -> Response:
+    cache = cache_of(request)
     cached, generation = await cache.get(item_id)
     if cached is not None:
         version = orjson.loads(cached)["version"]
         return Response(cached, media_type=JSON, headers={"X-Cache": "hit", "ETag": _etag(version)})
-    item = await session.get(Item, item_id)
-    if item is None:
+    rows = await fetch(engine_of(request), _ITEM_BY_ID, id=item_id)
+    if not rows:
         raise NotFoundError(f"Item {item_id} does not exist.")
-    body = _item_json(item)
+    row = rows[0]
+    body = _item_json(dict(row))
     if generation is not None:
         await cache.fill(item_id, generation, body)
-    return Response(body, media_type=JSON, headers={"X-Cache": "miss", "ETag": _etag(item.version)})
+    return Response(
+        body, media_type=JSON, headers={"X-Cache": "miss", "ETag": _etag(row["version"])}
+    )
 
 
-@router.patch(
-    "/{item_id}",
-    responses={**_AUTH_ERRORS, 412: {"description": "If-Match does not match the version"}},
-)
+async def _require_if_match(if_match: str | None, item: Item, cache: ItemCache) -> None:
+    if _if_match_allows(if_match, item.version):
+        return
+    # The client saw an older version. If the cache served it (a write whose answer was lost can
+    # commit after its invalidation, when PostgreSQL hung mid-COMMIT), clearing the entry makes
+    # the client's re-read come from PostgreSQL instead of looping on 412 until the TTL.
+    await cache.invalidate(item.id)
+    raise PreconditionFailedError(
+        f"Item {item.id} is at version {item.version}; your If-Match was {if_match}."
+    )
+
+
+async def _commit_and_invalidate(session: AsyncSession, cache: ItemCache, item_id: int) -> None:
+    try:
+        await session.commit()
+    finally:
+        # After the commit, never before: see app.cache for the race this ordering closes. Also
+        # when the commit raised: cut off by a timeout or a lost connection, it may have applied.
+        await cache.invalidate(item_id)
+
+
+@router.patch("/{item_id}", responses={**_BODY_ERRORS, **_AUTH_ERRORS, **problem_responses(412)})
 async def update_item(
     body: ItemUpdate,
     item: OwnedItem,
@@ -93,27 +143,35 @@ async def update_item(
     cache: CacheDep,
     response: Response,
     if_match: Annotated[
-        str | None, Header(max_length=64, description="The ETag you last read")
+        str | None, Header(max_length=64, description=_IF_MATCH_DESCRIPTION)
     ] = None,
 ) -> ItemPublic:
-    if if_match is not None and if_match.strip() not in ("*", _etag(item.version)):
-        raise PreconditionFailedError(
-            f"Item {item.id} is at version {item.version}; your If-Match was {if_match}."
-        )
+    # The row is locked (FOR UPDATE in OwnedItem) from this check to the commit, so two writers
+    # holding the same ETag cannot both pass it: the second sees the first's version and gets 412.
+    await _require_if_match(if_match, item, cache)
     for field, value in body.model_dump(exclude_unset=True).items():
         setattr(item, field, value)
     item.version += 1
-    await session.commit()
-    # After the commit, never before: see app.cache for the race this ordering closes.
-    await cache.invalidate(item.id)
+    await _commit_and_invalidate(session, cache, item.id)
     response.headers["ETag"] = _etag(item.version)
     return ItemPublic.model_validate(item)
 
 
-@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_AUTH_ERRORS)
-async def delete_item(item: OwnedItem, session: SessionDep, cache: CacheDep) -> Response:
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_AUTH_ERRORS, **problem_responses(412)},
+)
+async def delete_item(
+    item: OwnedItem,
+    session: SessionDep,
+    cache: CacheDep,
+    if_match: Annotated[
+        str | None, Header(max_length=64, description=_IF_MATCH_DESCRIPTION)
+    ] = None,
+) -> Response:
+    await _require_if_match(if_match, item, cache)
     item_id = item.id
     await session.delete(item)
-    await session.commit()
-    await cache.invalidate(item_id)
+    await _commit_and_invalidate(session, cache, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

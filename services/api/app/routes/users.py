@@ -1,20 +1,33 @@
+import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from app.deps import SessionDep, UserId
-from app.errors import ConflictError, NotFoundError
-from app.models import User
+from app.cache import ItemCache
+from app.deps import CacheDep, CurrentUser, SessionDep, UserId
+from app.errors import ConflictError, ForbiddenError, NotFoundError, problem_responses
+from app.models import Item, User
 from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
 from app.schemas.user import UserCreate, UserCreated, UserPublic
 from app.security import hash_token, new_token
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(422, "default"))
+logger = logging.getLogger("app.users")
+
+# Deleting a user clears its items' cache entries one round trip each; past this budget (a hung
+# Redis, thousands of items) the rest are left to expire by their TTL instead of holding the
+# request up.
+_INVALIDATION_BUDGET_SECONDS = 1.0
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses={409: {"description": "Taken"}})
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(400, 409, 415, s409="A user with this email exists"),
+)
 async def create_user(body: UserCreate, session: SessionDep, response: Response) -> UserCreated:
     token = new_token()
     # Addresses compare case-insensitively in practice; storing one form keeps UNIQUE honest.
@@ -31,7 +44,7 @@ async def create_user(body: UserCreate, session: SessionDep, response: Response)
     )
 
 
-@router.get("/{user_id}", responses={404: {"description": "No such user"}})
+@router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))
 async def get_user(user_id: UserId, session: SessionDep) -> UserPublic:
     user = await session.get(User, user_id)
     if user is None:
@@ -55,3 +68,45 @@ async def list_users(
         data=[UserPublic.model_validate(u) for u in users],
         next_cursor=users[-1].id if has_more else None,
     )
+
+
+async def _invalidate(cache: ItemCache, user_id: int, item_ids: list[int]) -> None:
+    deadline = time.monotonic() + _INVALIDATION_BUDGET_SECONDS
+    for done, item_id in enumerate(item_ids):
+        if time.monotonic() > deadline:
+            logger.warning(
+                "cache invalidation budget spent",
+                extra={"user_id": user_id, "left_to_ttl": len(item_ids) - done},
+            )
+            return
+        await cache.invalidate(item_id)
+
+
+@router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete your own user and, with it, every item it owns",
+    responses=problem_responses(401, 403, s403="The token belongs to another user"),
+)
+async def delete_user(
+    user_id: UserId, user: CurrentUser, session: SessionDep, cache: CacheDep
+) -> Response:
+    """Cascading, not forbidden: an account is deleted with everything it owns, as its owner
+    would expect from "delete my account". Only the user's own token may do it."""
+    if user.id != user_id:
+        raise ForbiddenError("A token may delete only its own user.")
+    # Lock the user row first: a concurrent POST /items checks its foreign key with FOR KEY SHARE
+    # on this row, so it waits for this transaction and then fails (409) instead of adding an item
+    # whose cache entry nobody would clear.
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    # The items go explicitly (ON DELETE CASCADE would too) to learn their ids for the cache.
+    deleted = await session.scalars(delete(Item).where(Item.owner_id == user_id).returning(Item.id))
+    item_ids = list(deleted)
+    await session.execute(delete(User).where(User.id == user_id))
+    try:
+        await session.commit()
+    finally:
+        # After the commit, as for every write (app.cache), and also when it raised: a commit cut
+        # off by a timeout may have applied.
+        await _invalidate(cache, user_id, item_ids)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

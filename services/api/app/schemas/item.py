@@ -1,10 +1,10 @@
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
-from app.schemas.common import StrictInput
+from app.schemas.common import StrictInput, Text
 
 Price = Annotated[
     Decimal,
@@ -12,8 +12,8 @@ Price = Annotated[
     # A JSON number for clients; two decimals fit a double exactly at this magnitude.
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
-ItemName = Annotated[str, Field(min_length=1, max_length=200)]
-ItemDescription = Annotated[str, Field(max_length=2000)]
+ItemName = Annotated[Text, Field(min_length=1, max_length=200)]
+ItemDescription = Annotated[Text, Field(max_length=2000)]
 
 
 class ItemCreate(StrictInput):
@@ -22,7 +22,21 @@ class ItemCreate(StrictInput):
     price: Price
 
 
+def _offer_no_null(schema: dict[str, Any]) -> None:
+    """`None` is only the "not sent" default and an explicit null is refused (below), so the
+    published schema does not offer null either."""
+    for field_schema in schema.get("properties", {}).values():
+        variants = [v for v in field_schema.pop("anyOf", []) if v.get("type") != "null"]
+        field_schema.pop("default", None)
+        if len(variants) == 1:
+            field_schema.update(variants[0])
+        elif variants:
+            field_schema["anyOf"] = variants
+
+
 class ItemUpdate(StrictInput):
+    model_config = ConfigDict(json_schema_extra=_offer_no_null)
+
     name: ItemName | None = None
     description: ItemDescription | None = None
     price: Price | None = None

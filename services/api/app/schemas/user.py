@@ -3,12 +3,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from app.schemas.common import StrictInput
+from app.schemas.common import StrictInput, Text
 
 
 class UserCreate(StrictInput):
     email: Annotated[EmailStr, Field(max_length=254)]
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[Text, Field(min_length=1, max_length=100)]
 
 
 class UserPublic(BaseModel):

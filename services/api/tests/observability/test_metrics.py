@@ -1,6 +1,9 @@
 import httpx
+from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.main import create_app
+from tests.conftest import Servers, make_settings
 from tests.utils.factories import create_item, create_user
 
 
@@ -69,3 +72,37 @@ async def test_http_metrics_by_handler_with_exact_status(client: httpx.AsyncClie
         for name, labels in after
         if name.startswith("http_request_duration")
     )
+
+
+async def test_requests_no_route_matched_share_one_handler_label(
+    client: httpx.AsyncClient,
+) -> None:
+    before = await _samples(client)
+    await client.get("/no/such/path/1")
+    await client.get("/no/such/path/2")
+    await client.put("/items")  # a route's path, not its method: labelled by the template
+    after = await _samples(client)
+    unmatched = {"handler": "none", "method": "GET", "status": "404"}
+    assert _value(after, "http_requests_total", **unmatched) == (
+        _value(before, "http_requests_total", **unmatched) + 2
+    )
+    handlers = {dict(labels)["handler"] for name, labels in after if name == "http_requests_total"}
+    assert not any(h.startswith("/no/") for h in handlers), handlers
+    wrong_method = {"handler": "/items", "method": "PUT", "status": "405"}
+    assert _value(after, "http_requests_total", **wrong_method) == (
+        _value(before, "http_requests_total", **wrong_method) + 1
+    )
+
+
+async def test_metrics_enabled_false_records_no_http_series(servers: Servers) -> None:
+    app = create_app(make_settings(servers, metrics_enabled=False))
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            await client.get("/items/987654321")
+            samples = await _samples(client)
+    names = {name for name, _ in samples}
+    assert not any(name.startswith("http_request") for name in names), names
+    # Everything else is still served: the replica stays a healthy scrape target.
+    assert ("api_cache_lookups_total", frozenset({("result", "miss")})) in samples
+    assert "process_resident_memory_bytes" in names

@@ -141,3 +141,20 @@ async def test_list_items_filters_by_owner_and_pages(client: httpx.AsyncClient) 
 async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/nope"), 404)
     assert_problem(await client.put("/items"), 405)
+
+
+async def test_reads_serialise_exactly_like_writes(client: httpx.AsyncClient) -> None:
+    """GETs build their JSON from asyncpg rows, writes from ORM objects: the bytes must agree."""
+    owner = await create_user(client)
+    made = [
+        await create_item(client, owner, name="Ünïcode ✓", price=0, description=""),
+        await create_item(client, owner, name="x" * 200, price=9999999999.99),
+    ]
+    page = (await client.get("/items", params={"owner_id": owner.id})).json()
+    assert page == {"data": made, "next_cursor": None}
+    for item in made:
+        for expected_cache in ("miss", "hit"):
+            fetched = await client.get(f"/items/{item['id']}")
+            assert fetched.headers["x-cache"] == expected_cache
+            assert fetched.json() == item
+            assert fetched.headers["etag"] == f'"{item["version"]}"'

@@ -1,0 +1,1 @@
+"""`make bench`: the stack measured against its ceilings, side by side in one run."""

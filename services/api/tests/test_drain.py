@@ -1,0 +1,119 @@
+"""SIGTERM drains before it stops: the real `python -m app`, a real keep-alive connection.
+
+nginx keeps idle connections to every replica; closing one under a request nginx is writing
+loses that request, and nginx cannot retry a POST. So on SIGTERM the replica refuses new
+connections at once (nginx retries those elsewhere, safely), keeps serving its open ones with
+`Connection: close`, and only then shuts down (app/__main__.py).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from native.servers import free_port, wait_for_port
+from tests.conftest import Servers
+
+API_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def replica(servers: Servers) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "REPLICA_NAME": "drain-test",
+        # Drain for at most min(4 s, grace / 2): 4 s here.
+        "SHUTDOWN_GRACE_SECONDS": "10",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=API_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def _get(conn: socket.socket, path: str) -> str:
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    return reply.decode()
+
+
+def test_sigterm_refuses_new_connections_and_closes_open_ones_after_a_response(
+    replica: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = replica
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as kept:
+        before = _get(kept, "/health/live")
+        assert before.startswith("HTTP/1.1 200")
+        assert "connection: close" not in before.lower()
+
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # New connections are refused at once: nginx moves on to another replica.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert process.poll() is None, "stopped while a keep-alive connection was open"
+
+        # The open connection is still served, and told to close.
+        during = _get(kept, "/health/live")
+        assert during.startswith("HTTP/1.1 200"), during
+        assert "connection: close" in during.lower()
+        assert kept.recv(1) == b"", "the replica kept the connection open"
+
+    # Nothing open any more: the drain ends early instead of waiting out its 4 s.
+    start = time.monotonic()
+    assert process.wait(timeout=10) in (0, -signal.SIGTERM)
+    assert time.monotonic() - start < 3
+    assert process.stderr is not None
+    lines = [
+        json.loads(line) for line in process.stderr.read().splitlines() if line.startswith("{")
+    ]
+    events = {line["message"]: line for line in lines if line["logger"] == "app.server"}
+    assert events["draining"]["connections"] == 1
+    assert events["drained"]["connections_left"] == 0
+    assert "stopped" in [line["message"] for line in lines]
+
+
+def test_an_idle_connection_is_closed_when_the_drain_ends(
+    replica: tuple[subprocess.Popen[str], int],
+) -> None:
+    """A client that never sends again cannot hold the replica up past the drain period."""
+    process, port = replica
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+        assert _get(idle, "/health/live").startswith("HTTP/1.1 200")
+        start = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        idle.settimeout(15)
+        assert idle.recv(1) == b""
+        closed_after = time.monotonic() - start
+    assert 3.5 < closed_after < 8, closed_after
+    assert process.wait(timeout=15) in (0, -signal.SIGTERM)

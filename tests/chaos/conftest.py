@@ -1,0 +1,215 @@
+"""The chaos suite's own native stack, and where its measurements go.
+
+These runs take minutes, so `make test` leaves them out and `make chaos` (CI runs both) sets
+CHAOS=1. The stack is separate from tests/e2e's: a fault here must not leave state behind for
+another suite, and `make chaos` must work on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from native.paths import REPO_ROOT
+from native.servers import free_port
+from native.topology import API_BASE_PORT, PORTS, Topology
+
+REPLICAS = 3
+# Git-ignored (see .gitignore); the README's reliability table is copied from results.md.
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+if not os.environ.get("CHAOS"):
+    collect_ignore_glob = ["test_*.py"]
+
+
+def _free_block(size: int) -> int:
+    """A base port whose next `size` ports are all free (the replicas' ports)."""
+    for _ in range(50):
+        base = free_port()
+        if base + size > 65535:
+            continue
+        try:
+            for offset in range(1, size + 1):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports")
+
+
+@dataclass
+class ChaosStack:
+    topology: Topology
+    data_dir: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "native.stack", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def supervisorctl(self, *args: str) -> str:
+        conf = self.data_dir / "stack" / "run" / "supervisord.conf"
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return result.stdout
+
+    def pid(self, program: str) -> int:
+        """The pid supervisord has for a program ("api:api-2", "postgres"); 0 when not running."""
+        return int(self.supervisorctl("pid", program).strip() or 0)
+
+    def log(self, program: str) -> str:
+        return (self.data_dir / "stack" / "logs" / f"{program}.log").read_text(errors="replace")
+
+    @property
+    def nginx(self) -> str:
+        return self.topology.url("nginx")
+
+    @property
+    def prometheus(self) -> str:
+        return self.topology.url("prometheus")
+
+    def replica_url(self, replica: int) -> str:
+        return f"http://{self.topology.api_addresses[replica - 1]}"
+
+    def secret(self, key: str) -> str:
+        for line in (self.data_dir / ".env").read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
+        )
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+    def alerts(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.prometheus}/api/v1/alerts", timeout=10)
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
+        return alerts
+
+    def served_by(self, request_ids: set[str]) -> set[str]:
+        """Upstream addresses nginx's access log names for these requests."""
+        found: set[str] = set()
+        for line in self.log("nginx").splitlines():
+            if line.startswith("{") and any(rid in line for rid in request_ids):
+                found |= set(json.loads(line)["upstream_addr"].split(", "))
+        return found
+
+    def wait_for_full_pool(self, timeout: float = 60) -> float:
+        """Until nginx sends traffic to every replica again; returns the seconds it took.
+
+        A replica that failed stays out of nginx's pool for fail_timeout (10 s) after it is
+        healthy again, so "healthy" alone does not mean "serving".
+        """
+        start = time.monotonic()
+        expected = set(self.topology.api_addresses)
+        with httpx.Client(base_url=self.nginx, timeout=10) as client:
+            while time.monotonic() - start < timeout:
+                ids = {f"pool-{time.monotonic_ns()}-{n}" for n in range(12)}
+                for rid in ids:
+                    client.get("/health/live", headers={"X-Request-ID": rid})
+                time.sleep(0.3)  # the access log line follows the response
+                if self.served_by(ids) >= expected:
+                    return time.monotonic() - start
+                time.sleep(0.2)
+        raise AssertionError(f"nginx did not route to every replica within {timeout:.0f}s")
+
+
+@dataclass
+class Results:
+    """One entry per fault, written as JSON and as the README's markdown table."""
+
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record(self, name: str, numbers: dict[str, Any]) -> None:
+        self.faults[name] = numbers
+        self.write()
+
+    def write(self) -> None:
+        RESULTS_DIR.mkdir(exist_ok=True)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        document = {"measured_at": stamp, "host_cpus": os.cpu_count(), "faults": self.faults}
+        (RESULTS_DIR / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+        rows = [
+            "| Fault | Requests (during fault) | Errors by status | p99 during fault | Recovery |",
+            "|---|---|---|---|---|",
+        ]
+        for name, n in self.faults.items():
+            errors = ", ".join(f"{k}: {v}" for k, v in n["errors"].items()) or "none"
+            rows.append(
+                f"| {name} | {n['requests']} ({n['requests_during_fault']}) | {errors} "
+                f"| {n['p99_ms_during_fault']:.0f} ms | {n['recovery_seconds']:.1f} s |"
+            )
+        (RESULTS_DIR / "results.md").write_text(
+            f"Measured {stamp} on {os.cpu_count()} CPUs by `make chaos`.\n\n"
+            + "\n".join(rows)
+            + "\n"
+        )
+
+
+@pytest.fixture(scope="session")
+def results() -> Results:
+    return Results()
+
+
+@pytest.fixture(scope="session")
+def chaos_stack() -> Iterator[ChaosStack]:
+    with tempfile.TemporaryDirectory(prefix="chaos-stack-") as tmp:
+        data_dir = Path(tmp)
+        os.chmod(data_dir, 0o755)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_"))
+        }
+        env |= {var: str(free_port()) for var, _ in PORTS.values()}
+        env |= {
+            API_BASE_PORT[0]: str(_free_block(REPLICAS)),
+            "API_REPLICAS": str(REPLICAS),
+            "STACK_DATA_DIR": str(data_dir),
+            "STACK_ENV_FILE": str(data_dir / ".env"),
+            # Scrapes and rule evaluations every second: Prometheus sees a replica go down and an
+            # alert go pending within the few seconds a restart takes.
+            "NATIVE_SCRAPE_INTERVAL": "1s",
+            # The load comes from one address; the rate limit is not what is under test here.
+            "NGINX_RATE_LIMIT": "100000r/s",
+        }
+        stack = ChaosStack(Topology.from_env(env), data_dir, env)
+        started = stack.run("up")
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield stack
+        finally:
+            stopped = stack.run("down")
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.cache import ItemCache
 from app.config import Settings, get_settings
-from app.database import create_engine, create_session_factory
+from app.database import Reader, create_engine, create_session_factory
 from app.errors import register_exception_handlers
 from app.observability.logging import configure_logging
 from app.observability.metrics import AppMetrics
@@ -36,6 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(settings)
     redis = create_redis(settings)
     app.state.engine = engine
+    app.state.reader = Reader(engine, limit=settings.db_pool_size)
     app.state.session_factory = create_session_factory(engine)
     app.state.cache = ItemCache(
         redis,

@@ -7,8 +7,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import ItemCache
-from app.database import Read, fetch
-from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, SessionDep, cache_of, engine_of
+from app.database import Read
+from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, SessionDep, cache_of, reader_of
 from app.errors import NotFoundError, PreconditionFailedError, problem_responses
 from app.models import Item
 from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
@@ -42,7 +42,7 @@ def _item_json(item: Item | Mapping[str, Any]) -> bytes:
     return ItemPublic.model_validate(item).model_dump_json().encode()
 
 
-# The GETs are pure reads: app.database.fetch runs them without the ORM or a transaction.
+# The GETs are pure reads: app.database.Reader runs them without the ORM or a transaction.
 _ITEM_BY_ID = Read.of(select(Item).where(Item.id == bindparam("id")))
 _PAGE = select(Item).where(Item.id > bindparam("after")).order_by(Item.id).limit(bindparam("rows"))
 _ITEMS_PAGE = Read.of(_PAGE)
@@ -75,13 +75,11 @@ async def list_items(
     ] = None,
 ) -> Response:
     # Ids start at 1, so "after 0" is the first page.
-    after, engine = cursor or 0, engine_of(request)
+    after, reader = cursor or 0, reader_of(request)
     if owner_id is None:
-        rows = await fetch(engine, _ITEMS_PAGE, after=after, rows=limit + 1)
+        rows = await reader.fetch(_ITEMS_PAGE, after=after, rows=limit + 1)
     else:
-        rows = await fetch(
-            engine, _OWNER_ITEMS_PAGE, after=after, rows=limit + 1, owner_id=owner_id
-        )
+        rows = await reader.fetch(_OWNER_ITEMS_PAGE, after=after, rows=limit + 1, owner_id=owner_id)
     has_more = len(rows) > limit
     rows = rows[:limit]
     # One validation of the whole page (in pydantic-core) instead of one call per item.
@@ -102,7 +100,7 @@ async def get_item(item_id: ItemId, request: Request) -> Response:
     if cached is not None:
         version = orjson.loads(cached)["version"]
         return Response(cached, media_type=JSON, headers={"X-Cache": "hit", "ETag": _etag(version)})
-    rows = await fetch(engine_of(request), _ITEM_BY_ID, id=item_id)
+    rows = await reader_of(request).fetch(_ITEM_BY_ID, id=item_id)
     if not rows:
         raise NotFoundError(f"Item {item_id} does not exist.")
     row = rows[0]

@@ -1,3 +1,4 @@
+import asyncio
 import io
 import json
 import logging
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.observability.logging import JsonFormatter
+from app.observability.logging import JsonFormatter, LoopBatchingStreamHandler
 from tests.utils.factories import create_user
 
 
@@ -68,3 +69,51 @@ async def test_tokens_never_reach_the_log(
     assert access_log.getvalue()
     assert user.token not in text
     assert "leaked-guess" not in text
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _batching_logger(stream: io.StringIO) -> logging.Logger:
+    handler = LoopBatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test-replica"))
+    logger = logging.getLogger(f"test.batching.{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+async def test_lines_of_one_loop_turn_are_written_together() -> None:
+    stream = _CountingStream()
+    logger = _batching_logger(stream)
+    for i in range(5):
+        logger.info("line", extra={"i": i})
+    assert stream.writes == 0  # waiting for the end of this turn of the loop
+    await asyncio.sleep(0)
+    assert stream.writes == 1
+    assert [line["i"] for line in _lines(stream)] == [0, 1, 2, 3, 4]
+
+
+def test_lines_outside_a_loop_are_written_at_once_and_in_order() -> None:
+    stream = _CountingStream()
+    logger = _batching_logger(stream)
+    logger.info("first")
+    logger.info("second")
+    assert [line["message"] for line in _lines(stream)] == ["first", "second"]
+
+
+async def test_flush_writes_what_waits() -> None:
+    stream = _CountingStream()
+    logger = _batching_logger(stream)
+    logger.info("before exit")
+    for handler in logger.handlers:
+        handler.flush()
+    assert [line["message"] for line in _lines(stream)] == ["before exit"]

@@ -16,14 +16,18 @@ _STDLIB = re.compile(r"/python3\.\d+/(?P<module>[^/]+?)(?:\.py)?(?:/|$)")
 
 
 def package(path: str) -> str:
+    """The top-level package of a frame's file: "fastapi", "app", "asyncio"...
+
+    py-spy names a file relative to the sys.path entry it was imported from when it can
+    ("fastapi/routing.py", "contextlib.py"), and by its absolute path otherwise.
+    """
     if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if "/services/api/app/" in path or path.startswith("app/"):
+        path = path.split("site-packages/", 1)[1]
+    elif "/services/api/app/" in path:
         return "app"
-    stdlib = _STDLIB.search(path)
-    if stdlib is not None:
-        return f"stdlib {stdlib['module']}"
-    return path.rsplit("/", 1)[-1] or "?"
+    elif (stdlib := _STDLIB.search(path)) is not None:
+        return stdlib["module"]
+    return path.lstrip("<").split("/", 1)[0].removesuffix(".py").rstrip(">") or "?"
 
 
 def _frame(frame: str) -> tuple[str, str]:

@@ -221,8 +221,14 @@ class Request:
 
 
 def fixed_rate(
-    base_url: str, request: Request, rate: float, seconds: int, out: Path
+    base_url: str,
+    request: Request,
+    rate: float,
+    seconds: int,
+    out: Path,
+    groups: list[Group] | None = None,
 ) -> dict[str, Any]:
+    """Locust at `rate`; with `groups`, also their CPU per request sent meanwhile."""
     # Each user sends every users/rate seconds; 50 ms between a user's requests keeps one slow
     # answer from delaying that user's next scheduled send in the usual case.
     users = max(10, math.ceil(rate * 0.05))
@@ -245,6 +251,8 @@ def fixed_rate(
         "--host", base_url, "--only-summary", "--loglevel", "WARNING",
     ]  # fmt: skip
     out.unlink(missing_ok=True)
+    meter = CpuMeter(groups or [])
+    meter.start()
     process = subprocess.Popen(
         argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -258,6 +266,11 @@ def fixed_rate(
         raise BenchError(f"locust wrote no result (exit {process.returncode}):\n{stderr[-2000:]}")
     summary: dict[str, Any] = json.loads(out.read_text())
     summary["users"] = users
+    # An open-loop load of this rate costs more per request than wrk's saturation did: less
+    # work per wake-up in every process. Locust's start-up (a second or two) is included.
+    summary["cpu_us_per_request"] = {
+        name: used / max(summary["sent"], 1) * 1e6 for name, used in meter.stop().items()
+    }
     return summary
 
 
@@ -401,6 +414,38 @@ class Stack:
                 totals[m[1]] = totals.get(m[1], 0.0) + float(m[2])
         return totals
 
+    def replica_lookups(self) -> list[float]:
+        """Cache lookups each replica has made so far: one per GET /items/{id} it answered."""
+        counts = []
+        for port in self.topology.api_ports:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            found = re.findall(r'^api_cache_lookups_total\{result="\w+"\} (\S+)$', text, re.M)
+            counts.append(sum(float(value) for value in found))
+        return counts
+
+    def set_metrics(self, enabled: list[bool]) -> None:
+        """Restart the replicas with METRICS_ENABLED set per replica (the stack's own copy of
+        supervisord.conf is edited; nothing else is touched) and wait until they are ready."""
+        conf = self.folder / "stack" / "run" / "supervisord.conf"
+        text = conf.read_text()
+        for replica, on in enumerate(enabled, start=1):
+            start = text.index(f"[program:api-{replica}]")
+            end = text.find("\n[", start + 1) % (len(text) + 1)
+            section = re.sub(r'METRICS_ENABLED="\w+"', f'METRICS_ENABLED="{str(on).lower()}"',
+                             text[start:end])  # fmt: skip
+            text = text[:start] + section + text[end:]
+        conf.write_text(text)
+        # update re-creates the changed group; its programs do not autostart (native.stack
+        # starts them in dependency order), hence the start.
+        for command in (["reread"], ["update"], ["start", "api:*"]):
+            subprocess.run(
+                [PYTHON, "-m", "supervisor.supervisorctl", "-c", str(conf), *command],
+                capture_output=True, timeout=120, check=False,
+            )  # fmt: skip
+        for port in self.topology.api_ports:
+            wait_http(f"http://{HOST}:{port}/health/ready", timeout=60)
+
     def flush_cache(self) -> None:
         settings = self.settings()
         client = redis.Redis(
@@ -495,13 +540,43 @@ class Row:
     cpu_seconds: dict[str, float]
     fixed: dict[str, Any] | None = None
     cache: dict[str, float] | None = None
-    notes: list[str] = field(default_factory=list)
+    # The FastAPI hello's CPU per request, measured just before this row (see HelloReference).
+    hello_us: float = math.nan
+    # The machine's 1-minute load when the row ended: how much else was running.
+    load: float = field(default_factory=lambda: round(os.getloadavg()[0], 2))
 
     def cpu_us(self, group: str | None = None) -> float:
         used = self.cpu_seconds.get(group or self.primary)
         if used is None or not self.wrk.requests:
             return math.nan
         return used / self.wrk.requests * 1e6
+
+    @property
+    def ratio(self) -> float:
+        return self.cpu_us() / self.hello_us
+
+
+@dataclass
+class HelloReference:
+    """The FastAPI hello, running the whole time and measured again right before each stack row.
+
+    Other work on a shared machine changes every process's CPU per request (caches, the other
+    hyperthread), by ±20% from one minute to the next; a ratio of two numbers measured a few
+    seconds apart cancels most of that, one against a hello measured minutes earlier does not.
+    """
+
+    url: str
+    pid: int
+    samples: list[float] = field(default_factory=list)
+
+    def measure(self, seconds: int, connections: int) -> float:
+        wrk(self.url, 1, connections)
+        meter = CpuMeter([Group("hello", [self.pid])])
+        meter.start()
+        result = wrk(self.url, seconds, connections)
+        cpu_us = meter.stop()["hello"] / max(result.requests, 1) * 1e6
+        self.samples.append(cpu_us)
+        return cpu_us
 
 
 def measure(
@@ -533,28 +608,108 @@ def measure(
     return result, used
 
 
-def run_ceilings(options: Options, folder: Path, deadline: Deadline) -> list[Row]:
+def run_ceilings(
+    options: Options, folder: Path, deadline: Deadline, hello: HelloReference
+) -> list[Row]:
     rows = []
     for name in CEILINGS:
         if not options.wants(name):
             continue
         deadline.check(options.duration + options.warmup + 20, name)
-        if name == "nginx":
-            server = ceiling_nginx(folder)
-        else:
-            target, path = {
-                "bare": ("bench.apps.bare:app", "/"),
-                "hello": ("bench.apps.hello:app", "/hello"),
-            }[name]
-            server = ceiling_app(target, path)
+        if name == "hello":
+            result, used = measure(name, hello.url, [Group("server", [hello.pid])], "server",
+                                   options)  # fmt: skip
+            row = Row(name, LABELS[name], "server", result, used)
+            hello.samples.append(row.cpu_us())
+            rows.append(row)
+            continue
+        server = (
+            ceiling_nginx(folder) if name == "nginx" else ceiling_app("bench.apps.bare:app", "/")
+        )
         with server as (url, pid):
             result, used = measure(name, url, [Group("server", [pid])], "server", options)
         rows.append(Row(name, LABELS[name], "server", result, used))
+    reference = next((row.cpu_us() for row in rows if row.name == "hello"), math.nan)
+    if math.isnan(reference) and rows:
+        reference = hello.measure(options.duration, options.connections)
+    for row in rows:
+        row.hello_us = reference
     return rows
 
 
+def seed(stack: Stack, folder: Path, options: Options) -> dict[str, Request]:
+    """A user and `options.items` items, and the request of every stack row."""
+    owner, token = create_owner(stack.url)
+    ids = asyncio.run(
+        _seed_items(stack.settings(), stack.topology.ports["postgres"], owner, options.items)
+    )
+    scripts = folder / "lua"
+    scripts.mkdir(exist_ok=True)
+    body = json.dumps({"name": "bench item", "description": "made by make bench", "price": 9.5})
+    # wrk uses the ids from the start of the range, Locust those from the middle: both miss.
+    half = ids[0] + len(ids) // 2
+    print(f"stack: {options.replicas} replicas, {len(ids):,} items seeded", flush=True)
+    return {
+        "cached": Request(f"/items/{ids[0]}"),
+        "uncached": Request(
+            "/items/", fresh_ids=(half, ids[-1]), script=fresh_ids_script(scripts, ids[0], half - 1)
+        ),
+        "page": Request("/items"),
+        "create": Request(
+            "/items",
+            method="POST",
+            body=body,
+            token=token,
+            script=post_script(scripts, token, body),
+        ),
+    }
+
+
+def metrics_pairs(
+    stack: Stack, url: str, options: Options, deadline: Deadline
+) -> list[dict[str, Any]]:
+    """The cached GET through nginx with METRICS_ENABLED on one replica and off on the other,
+    at the same time, then swapped.
+
+    Measured one after the other (a restart in between), the two sides differed by ±15% from
+    run to run on a shared machine, more than the few percent to be measured. Side by side,
+    both replicas see the same machine at the same moment, and swapping them cancels any
+    difference between the replicas themselves. Each replica's requests are counted by its
+    cache lookups (one per GET /items/{id}).
+    """
+    runs = []
+    replicas = len(stack.topology.api_ports)
+    for run in range(2):
+        deadline.check(options.duration + options.warmup + 90, "metrics on/off")
+        off = replicas - 1 - run % replicas  # the last replica first, then the one before
+        stack.set_metrics([index != off for index in range(replicas)])
+        wrk(url, options.warmup, options.connections)
+        groups = [Group(f"api-{i}", [pid]) for i, pid in enumerate(stack.api_pids(), start=1)]
+        before = stack.replica_lookups()
+        meter = CpuMeter(groups)
+        meter.start()
+        result = wrk(url, options.duration, options.connections)
+        used = meter.stop()
+        served = [
+            after - first for after, first in zip(stack.replica_lookups(), before, strict=True)
+        ]
+        cpu_us = [used[f"api-{i + 1}"] / max(served[i], 1) * 1e6 for i in range(replicas)]
+        enabled = [i != off for i in range(replicas)]
+        runs.append({"served": served, "cpu_us": cpu_us, "rps": result.rps, "metrics_on": enabled})
+        print(
+            "  metrics      "
+            + "  ".join(
+                f"api-{i + 1} {'on ' if i != off else 'off'} {cpu_us[i]:6.1f} µs/req"
+                for i in range(replicas)
+            ),
+            flush=True,
+        )
+    stack.set_metrics([True] * replicas)
+    return runs
+
+
 def run_stack(
-    options: Options, folder: Path, deadline: Deadline
+    options: Options, folder: Path, deadline: Deadline, hello: HelloReference
 ) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     extra: dict[str, Any] = {}
@@ -565,34 +720,7 @@ def run_stack(
     started = time.monotonic()
     with native_stack(folder / "stack-data", options.replicas) as stack:
         extra["stack_start_seconds"] = round(time.monotonic() - started, 1)
-        settings = stack.settings()
-        owner, token = create_owner(stack.url)
-        ids = asyncio.run(
-            _seed_items(settings, stack.topology.ports["postgres"], owner, options.items)
-        )
-        hot = ids[0]
-        scripts = folder / "lua"
-        scripts.mkdir(exist_ok=True)
-        body = json.dumps({"name": "bench item", "description": "made by make bench", "price": 9.5})
-        # wrk uses the ids from the start of the range, Locust those from the middle: both miss.
-        half = ids[0] + len(ids) // 2
-        requests = {
-            "cached": Request(f"/items/{hot}"),
-            "uncached": Request(
-                "/items/",
-                fresh_ids=(half, ids[-1]),
-                script=fresh_ids_script(scripts, ids[0], half - 1),
-            ),
-            "page": Request("/items"),
-            "create": Request(
-                "/items",
-                method="POST",
-                body=body,
-                token=token,
-                script=post_script(scripts, token, body),
-            ),
-        }
-        print(f"stack: {options.replicas} replicas, {len(ids):,} items seeded", flush=True)
+        requests = seed(stack, folder, options)
 
         def path_row(name: str, request: Request) -> Row:
             deadline.check(options.duration + options.warmup + options.fixed_seconds + 30, name)
@@ -600,13 +728,14 @@ def run_stack(
             flush = stack.flush_cache if name == "uncached" else None
             if name == "cached":
                 urllib.request.urlopen(stack.url + request.path, timeout=5).close()
+            reference = hello.measure(options.duration, options.connections)
             lookups_before = stack.cache_lookups()
             result, used = measure(
                 name, url, stack.groups(), "api", options, script=request.script, before_run=flush
             )
             lookups = stack.cache_lookups()
-            row = Row(name, LABELS[name], "api", result, used)
-            if name in ("cached", "uncached", "metrics_on", "metrics_off"):
+            row = Row(name, LABELS[name], "api", result, used, hello_us=reference)
+            if request.path.startswith("/items/"):
                 row.cache = {k: lookups.get(k, 0) - lookups_before.get(k, 0) for k in lookups}
             return row
 
@@ -622,15 +751,30 @@ def run_stack(
                 row.wrk.rps * options.fixed_fraction,
                 options.fixed_seconds,
                 folder / f"fixed-{name}.json",
+                stack.groups(),
             )
             fixed, latency = row.fixed, row.fixed["latency_ms"]
             print(
                 f"  {'':<12} fixed {fixed['achieved_rate']:>7,.0f} of {fixed['target_rate']:,.0f}"
                 f" req/s  p50 {latency['p50']:6.2f} ms  p99 {latency['p99']:7.2f} ms"
-                f"  (locust {fixed['generator_cpu_share']:.0%} of a core)",
+                f"  (locust {fixed['generator_cpu_share']:.0%} of a core, machine "
+                f"{fixed['machine_busy_share']:.0%} busy, api "
+                f"{fixed['cpu_us_per_request'].get('api', math.nan):.0f} µs/req)",
                 flush=True,
             )
             rows.append(row)
+            if name == "cached" and options.fixed_fraction > 0.5:
+                # At 70% of what wrk reached, the generator's own CPU and the lost batching of
+                # a lighter load leave a 2-core machine nearly saturated; half is informative.
+                out = folder / "fixed-cached-50.json"
+                half = fixed_rate(stack.url, requests[name], row.wrk.rps / 2, options.fixed_seconds,
+                                  out, stack.groups())  # fmt: skip
+                extra["cached_fixed_at_50_percent"] = half
+                print(
+                    f"  {'':<12} fixed {half['achieved_rate']:>7,.0f} of {half['target_rate']:,.0f}"
+                    f" req/s  p99 {half['latency_ms']['p99']:7.2f} ms (50% of saturation)",
+                    flush=True,
+                )
 
         extra["rss_mb"] = {
             f"api-{i}": round(rss_bytes(pid) / MB, 1) for i, pid in enumerate(stack.api_pids(), 1)
@@ -638,11 +782,10 @@ def run_stack(
         print(f"  RSS per replica: {extra['rss_mb']}", flush=True)
 
         if options.wants("metrics_off") or options.wants("metrics_on"):
-            for name, enabled in (("metrics_off", "false"), ("metrics_on", "true")):
-                deadline.check(options.duration + options.warmup + 60, name)
-                # Restarts the replicas with the setting changed; the rest keeps running.
-                stack.native("up", METRICS_ENABLED=enabled)
-                rows.append(path_row(name, requests["cached"]))
+            urllib.request.urlopen(stack.url + requests["cached"].path, timeout=5).close()
+            extra["metrics"] = metrics_pairs(
+                stack, stack.url + requests["cached"].path, options, deadline
+            )
 
         if options.profile:
             extra["profiles"] = profile_paths(stack, requests, options, folder, deadline)
@@ -665,7 +808,7 @@ def profile_paths(
         url = stack.url + request.wrk_path
         raw = RESULTS_DIR / f"profile-{name}.txt"
         spy = subprocess.Popen(
-            [PYTHON, "-m", "py_spy", "record", "--pid", str(pid),
+            [str(Path(PYTHON).with_name("py-spy")), "record", "--pid", str(pid),
              "--duration", str(options.duration), "--rate", "200", "--nonblocking",
              "--format", "raw", "--output", str(raw)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -706,8 +849,9 @@ def _fmt(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def targets(rows: dict[str, Row], extra: dict[str, Any]) -> list[dict[str, Any]]:
-    hello = rows["hello"].cpu_us() if "hello" in rows else math.nan
+def targets(
+    rows: dict[str, Row], extra: dict[str, Any], all_rows: list[Row]
+) -> list[dict[str, Any]]:
     found = []
 
     def add(name: str, limit: float, value: float, unit: str) -> None:
@@ -715,26 +859,37 @@ def targets(rows: dict[str, Row], extra: dict[str, Any]) -> list[dict[str, Any]]
                       "met": bool(value <= limit) if not math.isnan(value) else None})  # fmt: skip
 
     if "cached" in rows:
-        add("cached GET CPU/request ÷ hello", 2.0, rows["cached"].cpu_us() / hello, "×")
-    if "metrics_on" in rows and "metrics_off" in rows:
-        overhead = rows["metrics_on"].cpu_us() / rows["metrics_off"].cpu_us() - 1
+        add("cached GET CPU/request ÷ hello", 2.0, rows["cached"].ratio, "×")
+    if runs := extra.get("metrics"):
+        pairs = [
+            (us, on)
+            for run in runs
+            for us, on in zip(run["cpu_us"], run["metrics_on"], strict=True)
+        ]
+        on = [us for us, enabled in pairs if enabled]
+        off = [us for us, enabled in pairs if not enabled]
+        overhead = (sum(on) / len(on)) / (sum(off) / len(off)) - 1
         add("metrics overhead on cached GET (CPU/request)", 10.0, overhead * 100, "%")
     if "uncached" in rows:
-        add("uncached GET CPU/request ÷ hello", 4.0, rows["uncached"].cpu_us() / hello, "×")
+        add("uncached GET CPU/request ÷ hello", 4.0, rows["uncached"].ratio, "×")
     for name in STACK_PATHS:
         row = rows.get(name)
         if row is not None and row.fixed is not None:
             p99 = row.fixed["latency_ms"]["p99"]
-            add(f"p99 at 70% of saturation, {row.label}", 25.0, p99, "ms")
+            # A generator that fell behind its schedule measured a lower rate than asked for.
+            sustained = row.fixed["achieved_rate"] >= 0.9 * row.fixed["target_rate"]
+            label = f"p99 at 70% of saturation, {row.label}"
+            if not sustained or math.isnan(p99):
+                label, p99 = f"{label} (rate not sustained)", math.inf
+            add(label, 25.0, p99, "ms")
     for replica, rss in extra.get("rss_mb", {}).items():
         add(f"RSS of {replica} after the run", 90.0, rss, "MB")
     return found
 
 
 def markdown(report: dict[str, Any], rows: list[Row]) -> str:
-    by_name = {row.name: row for row in rows}
-    hello = by_name["hello"].cpu_us() if "hello" in by_name else math.nan
     m = report["machine"]
+    samples = report["extra"].get("hello_us_samples") or [math.nan]
     o = report["options"]
     lines = [
         f"`make bench` on {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GB, Linux "
@@ -746,7 +901,8 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
         f"{o['fixed_fraction']:.0%} of the row's wrk throughput for {o['fixed_seconds']} s, "
         "latency timed from each request's scheduled send (no coordinated omission). CPU µs/req: "
         "CPU time of all API replica processes (ceilings: the one server process) ÷ requests; "
-        "× hello: that ÷ the FastAPI hello's, same run.",
+        "× hello: that ÷ the CPU per request of a FastAPI hello measured just before the row "
+        f"(it ranged {min(samples):.0f}–{max(samples):.0f} µs over the run).",
         "",
         "| Path | req/s | p50 ms | p99 ms | API CPU µs/req | × hello | nginx µs/req "
         "| fixed rate req/s | p50 ms | p99 ms |",
@@ -759,7 +915,7 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
         latency = fixed.get("latency_ms", {})
         lines.append(
             f"| {row.label} | {_fmt(row.wrk.rps)} | {_fmt(row.wrk.p50_ms, 2)} | "
-            f"{_fmt(row.wrk.p99_ms, 2)} | {_fmt(api, 1)} | {_fmt(api / hello, 2)} | "
+            f"{_fmt(row.wrk.p99_ms, 2)} | {_fmt(api, 1)} | {_fmt(api / row.hello_us, 2)} | "
             f"{_fmt(nginx, 1)} | {_fmt(fixed.get('achieved_rate', math.nan))} | "
             f"{_fmt(latency.get('p50', math.nan), 2)} | {_fmt(latency.get('p99', math.nan), 2)} |"
         )
@@ -770,8 +926,9 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
             "Other processes of the stack rows, CPU µs per request (supervisord copies every log "
             "line of nginx and the replicas to its files):",
             "",
-            "| Path | PostgreSQL | Redis | supervisord | cache hits / misses | errors |",
-            "|---|--:|--:|--:|--:|--:|",
+            "| Path | PostgreSQL | Redis | supervisord | cache hits / misses | errors "
+            "| load (1 min) | during the fixed-rate run |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for row in stack_rows:
             cache = row.cache or {}
@@ -779,7 +936,41 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
             others = " | ".join(
                 _fmt(row.cpu_us(group), 1) for group in ("postgres", "redis", "supervisord")
             )
-            lines.append(f"| {row.label} | {others} | {hits} | {row.wrk.errors} |")
+            generator = (
+                f"{row.fixed['generator_cpu_share']:.0%} of a core, "
+                f"{row.fixed['late_starts']} late sends; machine "
+                f"{row.fixed['machine_busy_share']:.0%} busy, API "
+                f"{row.fixed['cpu_us_per_request'].get('api', math.nan):.0f} µs/req"
+                if row.fixed
+                else "—"
+            )
+            lines.append(
+                f"| {row.label} | {others} | {hits} | {row.wrk.errors} | {row.load} | {generator} |"
+            )
+    if runs := report["extra"].get("metrics"):
+        lines += [
+            "",
+            "Instrumentation: the cached GET through nginx with METRICS_ENABLED=false on one "
+            "replica and true on the other, at the same time, then swapped:",
+            "",
+            "| Run | Replica | METRICS_ENABLED | Requests served | API CPU µs/req |",
+            "|---|---|---|--:|--:|",
+        ]
+        for number, run in enumerate(runs, start=1):
+            for index, (us, served) in enumerate(zip(run["cpu_us"], run["served"], strict=True)):
+                enabled = "true" if run["metrics_on"][index] else "false"
+                lines.append(
+                    f"| {number} | api-{index + 1} | {enabled} | {served:,.0f} | {us:.1f} |"
+                )
+    if half := report["extra"].get("cached_fixed_at_50_percent"):
+        lines += [
+            "",
+            f"GET /items/{{id}}, cached, at 50% of saturation instead of 70%: "
+            f"{half['achieved_rate']:,.0f} req/s, p50 {half['latency_ms']['p50']:.2f} ms, "
+            f"p99 {half['latency_ms']['p99']:.2f} ms (machine {half['machine_busy_share']:.0%} "
+            f"busy, generator {half['generator_cpu_share']:.0%} of a core, API "
+            f"{half['cpu_us_per_request'].get('api', math.nan):.0f} µs/req).",
+        ]
     if report["extra"].get("rss_mb"):
         rss = ", ".join(f"{k} {v} MB" for k, v in report["extra"]["rss_mb"].items())
         lines += ["", f"RSS per API replica after the run: {rss}."]
@@ -861,11 +1052,16 @@ def main(argv: list[str] | None = None) -> int:
             "load_before": load_average(),
         }
         print(f"make bench: load average {report['load_before']}", flush=True)
-        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+            ceiling_app("bench.apps.hello:app", "/hello") as (hello_url, hello_pid),
+        ):
             folder = Path(tmp)
-            rows = run_ceilings(options, folder, deadline)
-            stack_rows, extra = run_stack(options, folder, deadline)
+            hello = HelloReference(hello_url, hello_pid)
+            rows = run_ceilings(options, folder, deadline, hello)
+            stack_rows, extra = run_stack(options, folder, deadline, hello)
             rows += stack_rows
+            extra["hello_us_samples"] = [round(v, 1) for v in hello.samples]
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -873,13 +1069,12 @@ def main(argv: list[str] | None = None) -> int:
     report["load_after"] = load_average()
     report["extra"] = extra
     by_name = {row.name: row for row in rows}
-    report["targets"] = targets(by_name, extra)
-    hello = by_name["hello"].cpu_us() if "hello" in by_name else math.nan
+    report["targets"] = targets(by_name, extra, rows)
     report["rows"] = [
         {
             **asdict(row),
             "cpu_us_per_request": {group: row.cpu_us(group) for group in row.cpu_seconds},
-            "cpu_ratio_to_hello": row.cpu_us() / hello,
+            "cpu_ratio_to_hello": row.ratio,
         }
         for row in rows
     ]

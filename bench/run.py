@@ -34,7 +34,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,9 +51,10 @@ import redis
 from bench.procs import CpuMeter, Group, rss_bytes
 from bench.profile import profile_summary
 from native.envfile import ensure_env
+from native.ephemeral import ephemeral_env
 from native.paths import REPO_ROOT
 from native.servers import free_port
-from native.topology import API_BASE_PORT, PORTS, Topology
+from native.topology import Topology
 
 BENCH_DIR = REPO_ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -331,22 +331,6 @@ def ceiling_nginx(folder: Path) -> Iterator[tuple[str, int]]:
             process.wait()
 
 
-def _free_block(size: int) -> int:
-    """A base port whose next `size` ports are free (replica i listens on base + i)."""
-    for _ in range(50):
-        base = free_port()
-        if base + size > 65535:
-            continue
-        try:
-            for offset in range(1, size + 1):
-                with socket.socket() as probe:
-                    probe.bind((HOST, base + offset))
-        except OSError:
-            continue
-        return base
-    raise BenchError("no block of free ports")
-
-
 @dataclass
 class Stack:
     folder: Path
@@ -466,22 +450,14 @@ def native_stack(folder: Path, replicas: int) -> Iterator[Stack]:
     folder.mkdir(parents=True, exist_ok=True)
     for path in (folder.parent, folder):
         path.chmod(0o755)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_"))
-    }
-    env |= {var: str(free_port()) for var, _ in PORTS.values()}
-    env |= {
-        API_BASE_PORT[0]: str(_free_block(replicas)),
-        "API_REPLICAS": str(replicas),
-        "STACK_DATA_DIR": str(folder),
-        "STACK_ENV_FILE": str(folder / ".env"),
+    env = ephemeral_env(
+        folder,
+        replicas,
         # Every request comes from 127.0.0.1: the per-address limit would measure itself.
-        "NGINX_RATE_LIMIT": "1000000r/s",
-        "SHUTDOWN_GRACE_SECONDS": "5",
-        "METRICS_ENABLED": "true",
-    }
+        NGINX_RATE_LIMIT="1000000r/s",
+        SHUTDOWN_GRACE_SECONDS="5",
+        METRICS_ENABLED="true",
+    )
     stack = Stack(folder, env, Topology.from_env(env))
     try:
         stack.native("up")

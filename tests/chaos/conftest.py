@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,9 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from native.paths import REPO_ROOT
-from native.servers import free_port
-from native.topology import API_BASE_PORT, PORTS, Topology
+from native.ephemeral import EphemeralStack
 
 REPLICAS = 3
 # Git-ignored (see .gitignore); the README's reliability table is copied from results.md.
@@ -35,64 +30,10 @@ if not os.environ.get("CHAOS"):
     collect_ignore_glob = ["test_*.py"]
 
 
-def _free_block(size: int) -> int:
-    """A base port whose next `size` ports are all free (the replicas' ports)."""
-    for _ in range(50):
-        base = free_port()
-        if base + size > 65535:
-            continue
-        try:
-            for offset in range(1, size + 1):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports")
-
-
-@dataclass
-class ChaosStack:
-    topology: Topology
-    data_dir: Path
-    env: dict[str, str]
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "native.stack", *args],
-            cwd=REPO_ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def supervisorctl(self, *args: str) -> str:
-        conf = self.data_dir / "stack" / "run" / "supervisord.conf"
-        result = subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        return result.stdout
-
+class ChaosStack(EphemeralStack):
     def pid(self, program: str) -> int:
         """The pid supervisord has for a program ("api:api-2", "postgres"); 0 when not running."""
         return int(self.supervisorctl("pid", program).strip() or 0)
-
-    def log(self, program: str) -> str:
-        return (self.data_dir / "stack" / "logs" / f"{program}.log").read_text(errors="replace")
-
-    @property
-    def nginx(self) -> str:
-        return self.topology.url("nginx")
-
-    @property
-    def prometheus(self) -> str:
-        return self.topology.url("prometheus")
 
     def replica_url(self, replica: int) -> str:
         return f"http://{self.topology.api_addresses[replica - 1]}"
@@ -103,14 +44,6 @@ class ChaosStack:
             if name == key:
                 return value
         raise KeyError(key)
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
-        )
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
-        return result
 
     def alerts(self) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.prometheus}/api/v1/alerts", timeout=10)
@@ -186,26 +119,15 @@ def results() -> Results:
 @pytest.fixture(scope="session")
 def chaos_stack() -> Iterator[ChaosStack]:
     with tempfile.TemporaryDirectory(prefix="chaos-stack-") as tmp:
-        data_dir = Path(tmp)
-        os.chmod(data_dir, 0o755)
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_"))
-        }
-        env |= {var: str(free_port()) for var, _ in PORTS.values()}
-        env |= {
-            API_BASE_PORT[0]: str(_free_block(REPLICAS)),
-            "API_REPLICAS": str(REPLICAS),
-            "STACK_DATA_DIR": str(data_dir),
-            "STACK_ENV_FILE": str(data_dir / ".env"),
+        stack = ChaosStack.prepare(
+            Path(tmp),
+            REPLICAS,
             # Scrapes and rule evaluations every second: Prometheus sees a replica go down and an
             # alert go pending within the few seconds a restart takes.
-            "NATIVE_SCRAPE_INTERVAL": "1s",
+            NATIVE_SCRAPE_INTERVAL="1s",
             # The load comes from one address; the rate limit is not what is under test here.
-            "NGINX_RATE_LIMIT": "100000r/s",
-        }
-        stack = ChaosStack(Topology.from_env(env), data_dir, env)
+            NGINX_RATE_LIMIT="100000r/s",
+        )
         started = stack.run("up")
         try:
             assert started.returncode == 0, started.stdout + started.stderr

@@ -1,53 +1,23 @@
 """The real entry point, `python -m app`, under Uvicorn: JSON logs and a graceful SIGTERM."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from native.servers import free_port, wait_for_port
 from tests.conftest import Servers
-
-API_DIR = Path(__file__).resolve().parents[1]
+from tests.utils.process import api_process
 
 
 @pytest.fixture
 def server(servers: Servers) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": servers.database_url,
-        "REDIS_URL": servers.redis_url,
-        "API_HOST": "127.0.0.1",
-        "API_PORT": str(port),
-        "REPLICA_NAME": "proc-test",
-        "SHUTDOWN_GRACE_SECONDS": "10",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=API_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for_port(port, timeout=30)
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    with api_process(servers, "proc-test", grace_seconds=10) as running:
+        yield running
 
 
 def test_sigterm_lets_an_in_flight_request_finish(

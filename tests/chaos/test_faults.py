@@ -20,6 +20,7 @@ import httpx
 from .conftest import REPLICAS, ChaosStack, Results
 from .faults import frozen, poll
 from .load import (
+    TRANSPORT_ERROR,
     Load,
     Operation,
     Sample,
@@ -469,9 +470,12 @@ def test_replica_hangs(chaos_stack: ChaosStack, results: Results) -> None:
     failed = _failed(samples)
     # A PATCH answered 504 may have committed when the replica resumed: the client's next
     # conditional PATCH then gets 412, which is the API saying so (load.update resynchronises).
-    assert {s.status for s in failed} <= {504, 412}, _explain(failed, load)
-    timeouts = [s for s in failed if s.status == 504]
-    assert timeouts, "no request reached the hung replica"
+    # A response the replica was writing at the instant it froze is cut off: nginx has already
+    # passed its headers on, so after its read timeout it can only close the connection (a
+    # transport error, not a 504). Either way the client waits the read timeout, no longer.
+    assert {s.status for s in failed} <= {504, 412, TRANSPORT_ERROR}, _explain(failed, load)
+    timeouts = [s for s in failed if s.status in (504, TRANSPORT_ERROR)]
+    assert any(s.status == 504 for s in timeouts), "no request reached the hung replica"
     assert all(9.5 < s.latency < 11.5 for s in timeouts), [s.latency for s in timeouts]
     assert len(timeouts) <= 2 * load.threads
     assert load.stale_reads == []

@@ -5,7 +5,6 @@ and these three need the same facts (status, route template, duration), so they 
 and one clock. No BaseHTTPMiddleware: its task per request costs more than everything here.
 """
 
-import logging
 import re
 import time
 import uuid
@@ -13,9 +12,10 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.context import request_id_var
+from app.observability.logging import AccessLog
 from app.observability.metrics import HttpMetrics
 
-access_logger = logging.getLogger("app.access")
+access_log = AccessLog()
 
 # A caller-supplied id is echoed into logs and headers, so only a safe, short shape is trusted.
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -72,13 +72,12 @@ class RequestContextMiddleware:
             if self.metrics is not None:
                 self.metrics.observe(route, scope["method"], status, seconds)
             if route is None or not route.startswith(_UNLOGGED):
-                access_logger.info(
-                    "request",
-                    extra={
+                access_log.write(
+                    {
                         "method": scope["method"],
                         "route": route or "unmatched",
                         "path": scope["path"],
                         "status": status,
                         "duration_ms": round(seconds * 1000, 3),
-                    },
+                    }
                 )

@@ -3,11 +3,13 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
-from app.observability.logging import JsonFormatter, LoopBatchingStreamHandler
+from app.observability.context import request_id_var
+from app.observability.logging import AccessLog, JsonFormatter, LoopBatchingStreamHandler
 from tests.utils.factories import create_user
 
 
@@ -117,3 +119,54 @@ async def test_flush_writes_what_waits() -> None:
     for handler in logger.handlers:
         handler.flush()
     assert [line["message"] for line in _lines(stream)] == ["before exit"]
+
+
+def _access_log_to(
+    stream: io.StringIO, name: str, *, handler_class: type[logging.StreamHandler[Any]]
+) -> AccessLog:
+    handler = handler_class(stream)
+    handler.setFormatter(JsonFormatter("test-replica"))
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return AccessLog(logger.name)
+
+
+_FIELDS = {"method": "GET", "route": "/items/{item_id}", "path": "/items/7", "status": 200}
+
+
+async def test_access_line_is_the_same_with_or_without_the_logging_machinery() -> None:
+    direct, plain = _CountingStream(), io.StringIO()
+    fast = _access_log_to(direct, "test.access.fast", handler_class=LoopBatchingStreamHandler)
+    slow = _access_log_to(plain, "test.access.slow", handler_class=logging.StreamHandler)
+    # The first skips logging's records and handler dispatch; the second cannot.
+    assert fast._direct_handler() is not None
+    assert slow._direct_handler() is None
+    token = request_id_var.set("rid-1")
+    try:
+        fast.write(dict(_FIELDS))
+        slow.write(dict(_FIELDS))
+    finally:
+        request_id_var.reset(token)
+    assert direct.writes == 0  # queued for the end of the loop turn, like any other line
+    await asyncio.sleep(0)
+    (fast_line,) = _lines(direct)
+    (slow_line,) = _lines(plain)
+    assert str(fast_line.pop("time"))[:16] == str(slow_line.pop("time"))[:16]
+    assert fast_line.pop("logger") == fast.logger.name
+    assert slow_line.pop("logger") == slow.logger.name
+    assert fast_line == slow_line
+    assert fast_line["request_id"] == "rid-1"
+
+
+async def test_access_log_respects_filters_and_levels() -> None:
+    stream = io.StringIO()
+    access = _access_log_to(stream, "test.access.filtered", handler_class=LoopBatchingStreamHandler)
+    access.logger.addFilter(lambda record: record.__dict__.get("status") != 404)
+    access.write({**_FIELDS, "status": 404})
+    access.write({**_FIELDS, "status": 201})
+    access.logger.setLevel(logging.WARNING)
+    access.write({**_FIELDS, "status": 202})
+    await asyncio.sleep(0)
+    assert [line["status"] for line in _lines(stream)] == [201]

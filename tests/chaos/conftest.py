@@ -52,12 +52,16 @@ class ChaosStack(EphemeralStack):
         return alerts
 
     def served_by(self, request_ids: set[str]) -> set[str]:
-        """Upstream addresses nginx's access log names for these requests."""
-        found: set[str] = set()
-        for line in self.log("nginx").splitlines():
-            if line.startswith("{") and any(rid in line for rid in request_ids):
-                found |= set(json.loads(line)["upstream_addr"].split(", "))
-        return found
+        """Addresses of the replicas whose own access log shows any of these requests.
+
+        The replicas' logs, not nginx's: a replica writes its line at the end of its loop turn,
+        while nginx buffers its access log for up to a second (flush=1s).
+        """
+        return {
+            address
+            for replica, address in enumerate(self.topology.api_addresses, start=1)
+            if any(rid in self.log(f"api-{replica}") for rid in request_ids)
+        }
 
     def wait_for_full_pool(self, timeout: float = 60) -> float:
         """Until nginx sends traffic to every replica again; returns the seconds it took.
@@ -71,8 +75,10 @@ class ChaosStack(EphemeralStack):
             while time.monotonic() - start < timeout:
                 ids = {f"pool-{time.monotonic_ns()}-{n}" for n in range(12)}
                 for rid in ids:
-                    client.get("/health/live", headers={"X-Request-ID": rid})
-                time.sleep(0.3)  # the access log line follows the response
+                    # Answered by the API alone (422, no database or cache) and, unlike /health,
+                    # written to its access log.
+                    client.get("/items/0", headers={"X-Request-ID": rid})
+                time.sleep(0.1)  # the replica writes its line at the end of its loop turn
                 if self.served_by(ids) >= expected:
                     return time.monotonic() - start
                 time.sleep(0.2)

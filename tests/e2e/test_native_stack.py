@@ -124,18 +124,20 @@ def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: NativeStack)
     generated = httpx.get(f"{native_stack.nginx}/items/987654321")
     assert len(generated.headers["x-request-id"]) == 32
 
+    # nginx buffers its access log for up to a second (flush=1s); the API writes at the end of
+    # its loop turn.
     deadline = time.monotonic() + 10
     api_lines: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not api_lines:
+    nginx_lines: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not (api_lines and nginx_lines):
         logs = "".join(native_stack.log(f"api-{i}") for i in range(1, REPLICAS + 1))
         api_lines = [json.loads(line) for line in logs.splitlines() if request_id in line]
+        nginx_log = native_stack.log("nginx")
+        nginx_lines = [json.loads(line) for line in nginx_log.splitlines() if request_id in line]
         time.sleep(0.2)
     assert len(api_lines) == 1
     assert api_lines[0]["route"] == "/items/{item_id}"
     assert api_lines[0]["status"] == 404
-    nginx_lines = [
-        json.loads(line) for line in native_stack.log("nginx").splitlines() if request_id in line
-    ]
     assert len(nginx_lines) == 1
     assert nginx_lines[0]["upstream_addr"] in native_stack.topology.api_addresses
     assert nginx_lines[0]["status"] == 404

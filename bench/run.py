@@ -10,8 +10,11 @@ Everything runs on loopback, bounded in time (--budget, 10 minutes by default):
    items, and its paths through nginx: cached GET /items/{id}, uncached GET /items/{id} (a fresh
    id per request, so every one misses Redis and reads PostgreSQL), GET /items (a page), and
    POST /items.
-3. Instrumentation overhead: the cached path again with METRICS_ENABLED=false, then =true, each
-   on freshly restarted replicas, back to back.
+3. Instrumentation overhead: the cached path with METRICS_ENABLED=false on one replica and true
+   on the other, side by side, each driven straight by its own wrk, then swapped.
+4. For the rows with a CPU target (cached and uncached), two more (hello, path) pairs of runs:
+   the verdict is the median ratio. And their fixed-rate latency again, at 70% of the rate the
+   stack sustains while Locust itself runs on the same cores.
 
 Each row is wrk at fixed concurrency (-t1 -c64) for throughput and latency, then a fixed-rate
 Locust run at 70% of that throughput (bench/fixed_rate.py), whose latencies are timed from the
@@ -34,12 +37,14 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +69,11 @@ HOST = "127.0.0.1"
 CEILINGS = ("nginx", "bare", "hello")
 STACK_PATHS = ("cached", "uncached", "page", "create")
 METRICS_PAIR = ("metrics_off", "metrics_on")
+# Rows with a CPU-ratio target get RATIO_PAIRS (hello, path) pairs of runs; the median counts.
+RATIO_TARGETS = ("cached", "uncached")
+RATIO_PAIRS = 3
+# Rows whose fixed-rate latency is also measured against the capacity Locust leaves the stack.
+SHARED_PATHS = ("cached", "uncached")
 LABELS = {
     "nginx": "nginx `return 200` (1 worker)",
     "bare": "bare ASGI app (1 Uvicorn)",
@@ -398,16 +408,6 @@ class Stack:
                 totals[m[1]] = totals.get(m[1], 0.0) + float(m[2])
         return totals
 
-    def replica_lookups(self) -> list[float]:
-        """Cache lookups each replica has made so far: one per GET /items/{id} it answered."""
-        counts = []
-        for port in self.topology.api_ports:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-            found = re.findall(r'^api_cache_lookups_total\{result="\w+"\} (\S+)$', text, re.M)
-            counts.append(sum(float(value) for value in found))
-        return counts
-
     def set_metrics(self, enabled: list[bool]) -> None:
         """Restart the replicas with METRICS_ENABLED set per replica (the stack's own copy of
         supervisord.conf is edited; nothing else is touched) and wait until they are ready."""
@@ -527,9 +527,17 @@ class Row:
             return math.nan
         return used / self.wrk.requests * 1e6
 
+    # More (path ÷ hello) CPU ratios, each from its own pair of back-to-back runs.
+    more_ratios: list[float] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [self.cpu_us() / self.hello_us, *self.more_ratios]
+
     @property
     def ratio(self) -> float:
-        return self.cpu_us() / self.hello_us
+        """The median of the row's ratios: one pair of runs on a shared machine varies by ±15%."""
+        return statistics.median(self.ratios)
 
 
 @dataclass
@@ -642,36 +650,39 @@ def seed(stack: Stack, folder: Path, options: Options) -> dict[str, Request]:
 
 
 def metrics_pairs(
-    stack: Stack, url: str, options: Options, deadline: Deadline
+    stack: Stack, path: str, options: Options, deadline: Deadline
 ) -> list[dict[str, Any]]:
-    """The cached GET through nginx with METRICS_ENABLED on one replica and off on the other,
-    at the same time, then swapped.
+    """The cached GET with METRICS_ENABLED on one replica and off on the other, at the same
+    time, then swapped.
 
     Measured one after the other (a restart in between), the two sides differed by ±15% from
     run to run on a shared machine, more than the few percent to be measured. Side by side,
     both replicas see the same machine at the same moment, and swapping them cancels any
-    difference between the replicas themselves. Each replica's requests are counted by its
-    cache lookups (one per GET /items/{id}).
+    difference between the replicas themselves. Each replica gets its own wrk with the same
+    connections, straight to its port: through nginx, least_conn sends more requests to the
+    replica that is a little faster, more requests per loop turn make each one cheaper, and
+    that feedback turned a few percent into fifteen.
     """
     runs = []
     replicas = len(stack.topology.api_ports)
+    connections = max(options.connections // replicas, 1)
     for run in range(2):
         deadline.check(options.duration + options.warmup + 90, "metrics on/off")
         off = replicas - 1 - run % replicas  # the last replica first, then the one before
         stack.set_metrics([index != off for index in range(replicas)])
-        wrk(url, options.warmup, options.connections)
-        groups = [Group(f"api-{i}", [pid]) for i, pid in enumerate(stack.api_pids(), start=1)]
-        before = stack.replica_lookups()
-        meter = CpuMeter(groups)
-        meter.start()
-        result = wrk(url, options.duration, options.connections)
-        used = meter.stop()
-        served = [
-            after - first for after, first in zip(stack.replica_lookups(), before, strict=True)
-        ]
+        urls = [f"http://{HOST}:{port}{path}" for port in stack.topology.api_ports]
+        with ThreadPoolExecutor(replicas) as pool:
+            list(pool.map(lambda url: wrk(url, options.warmup, connections), urls))
+            groups = [Group(f"api-{i}", [pid]) for i, pid in enumerate(stack.api_pids(), 1)]
+            meter = CpuMeter(groups)
+            meter.start()
+            results = list(pool.map(lambda url: wrk(url, options.duration, connections), urls))
+            used = meter.stop()
+        served = [result.requests for result in results]
         cpu_us = [used[f"api-{i + 1}"] / max(served[i], 1) * 1e6 for i in range(replicas)]
         enabled = [i != off for i in range(replicas)]
-        runs.append({"served": served, "cpu_us": cpu_us, "rps": result.rps, "metrics_on": enabled})
+        runs.append({"served": served, "cpu_us": cpu_us, "metrics_on": enabled,
+                     "rps": sum(result.rps for result in results)})  # fmt: skip
         print(
             "  metrics      "
             + "  ".join(
@@ -682,6 +693,50 @@ def metrics_pairs(
         )
     stack.set_metrics([True] * replicas)
     return runs
+
+
+def ratio_pair(
+    url: str,
+    request: Request,
+    stack: Stack,
+    hello: HelloReference,
+    options: Options,
+    before_run: Any = None,
+) -> float:
+    """One more (path ÷ hello) CPU ratio: the hello, then the path, back to back."""
+    hello_us = hello.measure(options.duration, options.connections)
+    if before_run is not None:
+        before_run()
+    meter = CpuMeter(stack.groups()[:1])
+    meter.start()
+    result = wrk(url, options.duration, options.connections, request.script)
+    ratio = meter.stop()["api"] / max(result.requests, 1) * 1e6 / hello_us
+    print(f"  {'':<12} another pair: {ratio:.2f} × hello", flush=True)
+    return ratio
+
+
+def shared_saturation(
+    stack: Stack, name: str, request: Request, row: Row, options: Options, folder: Path
+) -> dict[str, Any]:
+    """The fixed-rate latency at 70% of what the stack sustains while Locust shares its cores.
+
+    wrk finds the saturation with a generator that costs a few µs of CPU per request; the
+    fixed-rate Locust costs over 100, taken from the same 2 cores, so 70% of wrk's rate leaves
+    the machine saturated and measures the generator as much as the stack. Here Locust first
+    asks for half again wrk's rate: what it achieves is the capacity of this machine with
+    Locust on it. Then it runs at 70% of that.
+    """
+    found: dict[str, Any] = {}
+    for step in ("capacity_run", "run"):
+        if name == "uncached":
+            stack.flush_cache()  # every Locust run walks the same fresh ids from the start
+        rate = row.wrk.rps * 1.5 if step == "capacity_run" else found["capacity"] * 0.7
+        found[step] = fixed_rate(
+            stack.url, request, rate, options.fixed_seconds,
+            folder / f"shared-{name}-{step}.json", stack.groups(),
+        )  # fmt: skip
+        found.setdefault("capacity", found[step]["achieved_rate"])
+    return found
 
 
 def run_stack(
@@ -713,6 +768,11 @@ def run_stack(
             row = Row(name, LABELS[name], "api", result, used, hello_us=reference)
             if request.path.startswith("/items/"):
                 row.cache = {k: lookups.get(k, 0) - lookups_before.get(k, 0) for k in lookups}
+            if name in RATIO_TARGETS:
+                for _ in range(RATIO_PAIRS - 1):
+                    row.more_ratios.append(
+                        ratio_pair(url, request, stack, hello, options, before_run=flush)
+                    )
             return row
 
         for name in STACK_PATHS:
@@ -739,16 +799,14 @@ def run_stack(
                 flush=True,
             )
             rows.append(row)
-            if name == "cached" and options.fixed_fraction > 0.5:
-                # At 70% of what wrk reached, the generator's own CPU and the lost batching of
-                # a lighter load leave a 2-core machine nearly saturated; half is informative.
-                out = folder / "fixed-cached-50.json"
-                half = fixed_rate(stack.url, requests[name], row.wrk.rps / 2, options.fixed_seconds,
-                                  out, stack.groups())  # fmt: skip
-                extra["cached_fixed_at_50_percent"] = half
+            if name in SHARED_PATHS:
+                shared = shared_saturation(stack, name, requests[name], row, options, folder)
+                extra.setdefault("shared_saturation", {})[name] = shared
+                run = shared["run"]
                 print(
-                    f"  {'':<12} fixed {half['achieved_rate']:>7,.0f} of {half['target_rate']:,.0f}"
-                    f" req/s  p99 {half['latency_ms']['p99']:7.2f} ms (50% of saturation)",
+                    f"  {'':<12} shared {run['achieved_rate']:>6,.0f} of {run['target_rate']:,.0f}"
+                    f" req/s  p99 {run['latency_ms']['p99']:7.2f} ms (70% of the "
+                    f"{shared['capacity']:,.0f} req/s sustained beside Locust)",
                     flush=True,
                 )
 
@@ -759,9 +817,7 @@ def run_stack(
 
         if options.wants("metrics_off") or options.wants("metrics_on"):
             urllib.request.urlopen(stack.url + requests["cached"].path, timeout=5).close()
-            extra["metrics"] = metrics_pairs(
-                stack, stack.url + requests["cached"].path, options, deadline
-            )
+            extra["metrics"] = metrics_pairs(stack, requests["cached"].path, options, deadline)
 
         if options.profile:
             extra["profiles"] = profile_paths(stack, requests, options, folder, deadline)
@@ -858,9 +914,24 @@ def targets(
             if not sustained or math.isnan(p99):
                 label, p99 = f"{label} (rate not sustained)", math.inf
             add(label, 25.0, p99, "ms")
+    for name, shared in extra.get("shared_saturation", {}).items():
+        run = shared["run"]
+        label = f"p99 at 70% of the capacity beside Locust, {LABELS[name]}"
+        p99 = run["latency_ms"]["p99"]
+        if run["achieved_rate"] < 0.9 * run["target_rate"] or math.isnan(p99):
+            label, p99 = f"{label} (rate not sustained)", math.inf
+        add(label, 25.0, p99, "ms")
     for replica, rss in extra.get("rss_mb", {}).items():
         add(f"RSS of {replica} after the run", 90.0, rss, "MB")
     return found
+
+
+def _ratio_cell(row: Row) -> str:
+    if row.name == "nginx":
+        return "—"
+    if not row.more_ratios:
+        return _fmt(row.ratio, 2)
+    return f"{row.ratio:.2f} ({min(row.ratios):.2f}–{max(row.ratios):.2f})"
 
 
 def markdown(report: dict[str, Any], rows: list[Row]) -> str:
@@ -878,7 +949,8 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
         "latency timed from each request's scheduled send (no coordinated omission). CPU µs/req: "
         "CPU time of all API replica processes (ceilings: the one server process) ÷ requests; "
         "× hello: that ÷ the CPU per request of a FastAPI hello measured just before the row "
-        f"(it ranged {min(samples):.0f}–{max(samples):.0f} µs over the run).",
+        f"(it ranged {min(samples):.0f}–{max(samples):.0f} µs over the run); rows with a CPU "
+        f"target: the median of {RATIO_PAIRS} such pairs of runs, their range in brackets.",
         "",
         "| Path | req/s | p50 ms | p99 ms | API CPU µs/req | × hello | nginx µs/req "
         "| fixed rate req/s | p50 ms | p99 ms |",
@@ -891,7 +963,7 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
         latency = fixed.get("latency_ms", {})
         lines.append(
             f"| {row.label} | {_fmt(row.wrk.rps)} | {_fmt(row.wrk.p50_ms, 2)} | "
-            f"{_fmt(row.wrk.p99_ms, 2)} | {_fmt(api, 1)} | {_fmt(api / row.hello_us, 2)} | "
+            f"{_fmt(row.wrk.p99_ms, 2)} | {_fmt(api, 1)} | {_ratio_cell(row)} | "
             f"{_fmt(nginx, 1)} | {_fmt(fixed.get('achieved_rate', math.nan))} | "
             f"{_fmt(latency.get('p50', math.nan), 2)} | {_fmt(latency.get('p99', math.nan), 2)} |"
         )
@@ -926,8 +998,8 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
     if runs := report["extra"].get("metrics"):
         lines += [
             "",
-            "Instrumentation: the cached GET through nginx with METRICS_ENABLED=false on one "
-            "replica and true on the other, at the same time, then swapped:",
+            "Instrumentation: the cached GET with METRICS_ENABLED=false on one replica and true "
+            "on the other, at the same time, each driven by its own wrk, then swapped:",
             "",
             "| Run | Replica | METRICS_ENABLED | Requests served | API CPU µs/req |",
             "|---|---|---|--:|--:|",
@@ -938,15 +1010,25 @@ def markdown(report: dict[str, Any], rows: list[Row]) -> str:
                 lines.append(
                     f"| {number} | api-{index + 1} | {enabled} | {served:,.0f} | {us:.1f} |"
                 )
-    if half := report["extra"].get("cached_fixed_at_50_percent"):
+    if shared := report["extra"].get("shared_saturation"):
         lines += [
             "",
-            f"GET /items/{{id}}, cached, at 50% of saturation instead of 70%: "
-            f"{half['achieved_rate']:,.0f} req/s, p50 {half['latency_ms']['p50']:.2f} ms, "
-            f"p99 {half['latency_ms']['p99']:.2f} ms (machine {half['machine_busy_share']:.0%} "
-            f"busy, generator {half['generator_cpu_share']:.0%} of a core, API "
-            f"{half['cpu_us_per_request'].get('api', math.nan):.0f} µs/req).",
+            "Fixed rate against the capacity left beside the generator: Locust asked for 1.5× the "
+            "wrk rate sustains the capacity below (its own CPU is taken from the same cores), "
+            "then runs at 70% of that:",
+            "",
+            "| Path | capacity beside Locust req/s | fixed rate req/s | p50 ms | p99 ms "
+            "| machine busy | Locust CPU | API µs/req |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
         ]
+        for name, found in shared.items():
+            run = found["run"]
+            lines.append(
+                f"| {LABELS[name]} | {_fmt(found['capacity'])} | {_fmt(run['achieved_rate'])} | "
+                f"{_fmt(run['latency_ms']['p50'], 2)} | {_fmt(run['latency_ms']['p99'], 2)} | "
+                f"{run['machine_busy_share']:.0%} | {run['generator_cpu_share']:.0%} of a core | "
+                f"{_fmt(run['cpu_us_per_request'].get('api', math.nan), 0)} |"
+            )
     if report["extra"].get("rss_mb"):
         rss = ", ".join(f"{k} {v} MB" for k, v in report["extra"]["rss_mb"].items())
         lines += ["", f"RSS per API replica after the run: {rss}."]

@@ -119,12 +119,12 @@ chaos: system-deps install
 	CHAOS=1 $(RUN) pytest tests/chaos
 
 # Its own native stack on free ports in a temporary folder, taken down at the end; never part of
-# `make test`. The harness stops starting steps after BENCH_BUDGET seconds (default 540); timeout
+# `make test`. The harness stops starting steps after BENCH_BUDGET seconds (default 900); timeout
 # is the backstop (SIGTERM unwinds the harness, which takes its stack down).
-.PHONY: bench  ## Stack vs its ceilings, on loopback (~5 min; PROFILE=1 adds py-spy); bench/results/
+.PHONY: bench  ## Stack vs its ceilings, on loopback (~8 min; PROFILE=1 adds py-spy); bench/results/
 bench: install
 	bash native/system-deps.sh wrk
-	PROFILE='$(PROFILE)' timeout --kill-after=30 660 $(RUN) python -m bench.run
+	PROFILE='$(PROFILE)' timeout --kill-after=30 1020 $(RUN) python -m bench.run
 
 .PHONY: clean-dev  ## Remove make dev's database and cache data
 clean-dev:

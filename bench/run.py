@@ -2,7 +2,7 @@
 
     uv run python -m bench.run [--duration 10] [--replicas 2] [--profile] [--only cached,hello]
 
-Everything runs on loopback, bounded in time (--budget, 10 minutes by default):
+Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a run takes about 8):
 
 1. Ceilings, each served the way a replica is (one Uvicorn process, uvloop + httptools):
    nginx answering a constant, a bare ASGI app, a FastAPI hello.
@@ -1070,7 +1070,7 @@ def parse_args(argv: list[str] | None) -> Options:
         default=int(os.environ.get("BENCH_REPLICAS", str(os.cpu_count() or 2))),
     )
     parser.add_argument("--items", type=int, default=200_000)
-    parser.add_argument("--budget", type=int, default=int(os.environ.get("BENCH_BUDGET", "540")))
+    parser.add_argument("--budget", type=int, default=int(os.environ.get("BENCH_BUDGET", "900")))
     parser.add_argument("--profile", action="store_true", default=bool(os.environ.get("PROFILE")))
     parser.add_argument("--only", default="", help="comma-separated rows: " + ",".join(LABELS))
     args = parser.parse_args(argv)

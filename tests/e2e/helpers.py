@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from native.paths import REPO_ROOT
 
 PROBLEM = "application/problem+json"
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "request_id"}
@@ -66,3 +70,15 @@ def wait_until_serving(base_url: str, timeout: float = 30) -> None:
             pass
         assert time.monotonic() < deadline, f"{base_url} is not serving"
         time.sleep(0.5)
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel, query) of every Grafana panel, from services/grafana/panel_queries.py."""
+    path = REPO_ROOT / "services" / "grafana" / "panel_queries.py"
+    spec = importlib.util.spec_from_file_location("panel_queries", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # NamedTuple needs its module importable
+    spec.loader.exec_module(module)
+    return [tuple(query) for query in module.panel_queries()]

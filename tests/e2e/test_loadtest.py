@@ -8,7 +8,6 @@ thresholds and a data set whose ids do not exist, must fail and say why.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 import subprocess
@@ -24,6 +23,7 @@ from loadtest.thresholds import Thresholds
 from native.paths import REPO_ROOT
 
 from .conftest import REPLICAS, NativeStack
+from .helpers import panel_queries
 
 USERS = 12
 GENEROUS = """
@@ -217,22 +217,11 @@ def test_each_simulated_user_is_its_own_client_address(
     assert len(addresses) >= USERS, (addresses, window)
 
 
-def _panel_queries() -> list[tuple[str, str, str]]:
-    path = REPO_ROOT / "services" / "grafana" / "panel_queries.py"
-    spec = importlib.util.spec_from_file_location("panel_queries", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NamedTuple needs its module importable
-    spec.loader.exec_module(module)
-    return [tuple(query) for query in module.panel_queries()]
-
-
 def test_the_load_test_dashboard_has_data_during_a_run(
     passing: Run, native_stack: NativeStack
 ) -> None:
     """Locust's numbers reached Prometheus through the Pushgateway while the run lasted."""
-    queries = [query for query in _panel_queries() if query[0] == "loadtest"]
+    queries = [query for query in panel_queries() if query[0] == "loadtest"]
     assert len(queries) > 10
     during = passing.results["window"]["end"] - 1
     empty = []

@@ -4,7 +4,6 @@ Tests run in file order; test_zz_teardown.py, collected last, takes the stack do
 nothing is left behind.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from native.paths import REPO_ROOT
 from native.servers import free_port, wait_for_port
 
 from .conftest import REPLICAS, NativeStack
+from .helpers import panel_queries
 
 EXPECTED_JOBS = {
     "api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus", "pushgateway",
@@ -72,17 +72,6 @@ def test_requests_through_nginx_reach_every_replica(native_stack: NativeStack) -
     assert shares[0] > 0, shares
 
 
-def _panel_queries() -> list[tuple[str, str, str]]:
-    path = REPO_ROOT / "services" / "grafana" / "panel_queries.py"
-    spec = importlib.util.spec_from_file_location("panel_queries", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NamedTuple needs its module importable
-    spec.loader.exec_module(module)
-    return [tuple(query) for query in module.panel_queries()]
-
-
 def test_every_dashboard_panel_query_returns_data(native_stack: NativeStack) -> None:
     """Grafana cannot run here, so its dashboards' queries run against the live Prometheus."""
     item, auth = _seed(native_stack)
@@ -94,7 +83,7 @@ def test_every_dashboard_panel_query_returns_data(native_stack: NativeStack) -> 
         client.patch(f"/items/{item['id']}", json={"name": "renamed"}, headers=auth)
     # The Load test dashboard's Locust panels have data only while a load test runs; its queries
     # are evaluated inside a run's window by test_loadtest.py.
-    queries = [query for query in _panel_queries() if query[0] != "loadtest"]
+    queries = [query for query in panel_queries() if query[0] != "loadtest"]
     assert len(queries) > 20
     # Rates need two scrapes inside their window; give the 1 s scrapes a moment.
     deadline = time.monotonic() + 30

@@ -475,7 +475,7 @@ def test_replica_hangs(chaos_stack: ChaosStack, results: Results) -> None:
     # transport error, not a 504). Either way the client waits the read timeout, no longer.
     assert {s.status for s in failed} <= {504, 412, TRANSPORT_ERROR}, _explain(failed, load)
     timeouts = [s for s in failed if s.status in (504, TRANSPORT_ERROR)]
-    assert any(s.status == 504 for s in timeouts), "no request reached the hung replica"
+    assert timeouts, "no request reached the hung replica"
     assert all(9.5 < s.latency < 11.5 for s in timeouts), [s.latency for s in timeouts]
     assert len(timeouts) <= 2 * load.threads
     assert load.stale_reads == []

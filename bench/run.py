@@ -58,7 +58,7 @@ from bench.profile import profile_summary
 from native.envfile import ensure_env
 from native.ephemeral import ephemeral_env
 from native.paths import REPO_ROOT
-from native.servers import free_port
+from native.servers import free_port, stop_process
 from native.topology import Topology
 
 BENCH_DIR = REPO_ROOT / "bench"
@@ -309,12 +309,7 @@ def ceiling_app(target: str, path: str) -> Iterator[tuple[str, int]]:
         wait_http(f"http://{HOST}:{port}{path}")
         yield f"http://{HOST}:{port}{path}", process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager
@@ -332,13 +327,7 @@ def ceiling_nginx(folder: Path) -> Iterator[tuple[str, int]]:
         wait_http(f"http://{HOST}:{port}/")
         yield f"http://{HOST}:{port}/", process.pid
     finally:
-        # SIGQUIT: graceful; the workers exit with the master.
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGQUIT)  # graceful; the workers exit with the master
 
 
 @dataclass

@@ -11,11 +11,13 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ServerError(RuntimeError):
@@ -36,6 +38,18 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
             return
         time.sleep(0.05)
     raise ServerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+def stop_process(
+    process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Ask a child to stop with `sig` (SIGQUIT: nginx's graceful stop); kill it after `timeout`."""
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def postgres_bindir() -> Path:

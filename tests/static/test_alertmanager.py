@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from native.servers import free_port
+from native.servers import free_port, stop_process
 
 from .tooling import output, run_tool
 
@@ -226,9 +226,4 @@ def test_critical_inhibits_warnings_of_the_same_service_only(tmp_path: Path) -> 
             wait_until(settled)
             assert seen == expected, log.read_text(encoding="utf-8")
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)

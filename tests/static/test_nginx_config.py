@@ -12,7 +12,6 @@ import importlib.util
 import json
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from native.servers import free_port
+from native.servers import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_DIR = ROOT / "services" / "nginx"
@@ -296,12 +295,7 @@ def run_nginx(upstreams: list[str], **render_kwargs: Any) -> Iterator[RunningNgi
             time.sleep(0.05)
         yield running
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
         errors.close()
         shutil.rmtree(prefix, ignore_errors=True)
 

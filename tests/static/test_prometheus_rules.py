@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from native.servers import free_port
+from native.servers import free_port, stop_process
 
 from .tooling import output, run_tool
 
@@ -212,12 +212,7 @@ def test_api_relabeling_sets_replica_and_keeps_instance(tmp_path: Path) -> None:
                 labels = api_target_labels(f"http://127.0.0.1:{port}")
                 time.sleep(0.2)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
     assert labels is not None, log.read_text(encoding="utf-8")
     assert sorted((t["instance"], t["replica"]) for t in labels) == [
         ("10.0.0.2:8000", "10.0.0.2"),

@@ -26,7 +26,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.config import get_settings
-from app.main import create_app_from_env
+from app.main import create_app
 from app.observability.logging import configure_logging
 
 logger = logging.getLogger("app.server")
@@ -107,7 +107,8 @@ def main() -> None:
     drain_seconds = min(DRAIN_SECONDS, grace / 2)
     drain = Drain()
     config = uvicorn.Config(
-        lambda: CloseConnectionsWhileDraining(create_app_from_env(), drain),
+        # create_app, not create_app_from_env: logging is configured above, once.
+        lambda: CloseConnectionsWhileDraining(create_app(settings), drain),
         factory=True,
         host=settings.api_host,
         port=settings.api_port,

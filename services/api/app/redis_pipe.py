@@ -91,10 +91,12 @@ class _Protocol(asyncio.Protocol):
         data = b"".join(self._unsent)
         self._unsent.clear()
         # A connection lost meanwhile has already failed these commands' futures.
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def usable(self) -> bool:
+        """Connected and not closing: a command written now reaches Redis."""
         return self.transport is not None and not self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
@@ -220,8 +222,7 @@ class PipelinedRedis:
         return protocol
 
     async def _command(self, protocol: _Protocol, *args: str | int | bytes) -> Any:
-        transport = protocol.transport
-        if transport is None or transport.is_closing():
+        if not protocol.usable():
             raise RedisConnectionError("connection to Redis lost")
         waiter: asyncio.Future[Any] = protocol.loop.create_future()
         protocol.waiting.append(waiter)

@@ -21,7 +21,7 @@ RUN := $(UV) run --frozen
 # Compose where a Docker engine answers, the native stack (supervisord) otherwise.
 STACK ?= $(shell docker info >/dev/null 2>&1 && echo compose || echo native)
 COMPOSE := docker compose
-NATIVE := $(RUN) python -m native.stack
+NATIVE := $(RUN) python -m stack.native
 
 .PHONY: help  ## Show this list of targets
 help:
@@ -30,7 +30,7 @@ help:
 
 .PHONY: system-deps  ## Install the Debian packages the stack runs (as root; otherwise print the apt line)
 system-deps:
-	bash native/system-deps.sh
+	bash stack/system-deps.sh
 
 .PHONY: install  ## Install the Python dependencies from uv.lock into .venv
 install: .venv/.synced
@@ -93,26 +93,37 @@ endif
 
 # Random secrets on first run; never overwrites one that is already set.
 .env: .env.example
-	python3 native/envfile.py .
+	python3 -m stack.envfile .
 
 .PHONY: dev  ## Run one API replica with auto-reload, beside its own PostgreSQL and Redis
 dev: install
-	$(RUN) python -m native.dev
+	$(RUN) python -m stack.dev
 
-.PHONY: lint  ## ruff (lint and format check) and mypy --strict
+# Every Python folder of the repository, the same list pre-commit checks.
+PY_DIRS := services stack tests loadtest bench
+
+.PHONY: lint  ## ruff (lint and format check) and mypy --strict on every Python folder
 lint: install
-	$(RUN) ruff check .
-	$(RUN) ruff format --check .
-	$(RUN) mypy services native tests loadtest
+	$(RUN) ruff check $(PY_DIRS)
+	$(RUN) ruff format --check $(PY_DIRS)
+	$(RUN) mypy $(PY_DIRS)
 
 .PHONY: format  ## Apply ruff's fixes and formatting
 format: install
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-.PHONY: test  ## Lint, then every test (real PostgreSQL and Redis on free loopback ports)
+.PHONY: test  ## Lint, then every test: the API, static checks, the whole stack end to end
 test: system-deps lint
 	$(RUN) pytest
+
+.PHONY: test-api  ## The API's own tests only (seconds; a throwaway PostgreSQL and Redis, no stack)
+test-api: system-deps install
+	$(RUN) pytest services/api/tests
+
+.PHONY: dashboards  ## Regenerate services/grafana/dashboards/*.json from stack/grafana
+dashboards: install
+	$(RUN) python -m stack.grafana.build
 
 .PHONY: chaos  ## Faults under load against a live native stack (minutes); numbers in tests/chaos/results/
 chaos: system-deps install
@@ -123,12 +134,12 @@ chaos: system-deps install
 # is the backstop (SIGTERM unwinds the harness, which takes its stack down).
 .PHONY: bench  ## Stack vs its ceilings, on loopback (~8 min; PROFILE=1 adds py-spy); bench/results/
 bench: install
-	bash native/system-deps.sh wrk
+	bash stack/system-deps.sh wrk
 	PROFILE='$(PROFILE)' timeout --kill-after=30 1020 $(RUN) python -m bench.run
 
 .PHONY: clean-dev  ## Remove make dev's database and cache data
 clean-dev:
-	rm -rf "$$($(RUN) python -c 'from native.paths import data_root; print(data_root() / "dev")')"
+	rm -rf "$$($(RUN) python -c 'from stack.paths import data_root; print(data_root() / "dev")')"
 
 # make loadtest USERS=100 DURATION=5m ...: each variable given becomes its LOADTEST_* setting
 # (defaults and the other knobs: loadtest/settings.py, loadtest/README.md). HOST is taken from the

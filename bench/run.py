@@ -6,7 +6,7 @@ Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a
 
 1. Ceilings, each served the way a replica is (one Uvicorn process, uvloop + httptools):
    nginx answering a constant, a bare ASGI app, a FastAPI hello.
-2. A native stack (`python -m native.stack up`) in a temporary folder on free ports, seeded with
+2. A native stack (`python -m stack.native up`) in a temporary folder on free ports, seeded with
    items, and its paths through nginx: cached GET /items/{id}, uncached GET /items/{id} (a fresh
    id per request, so every one misses Redis and reads PostgreSQL), GET /items (a page), and
    POST /items.
@@ -55,11 +55,11 @@ import redis
 
 from bench.procs import CpuMeter, Group, rss_bytes
 from bench.profile import profile_summary
-from native.envfile import ensure_env
-from native.ephemeral import ephemeral_env
-from native.paths import REPO_ROOT
-from native.servers import free_port, stop_process
-from native.topology import Topology
+from stack.envfile import ensure_env
+from stack.ephemeral import ephemeral_env
+from stack.paths import REPO_ROOT
+from stack.procs import free_port, stop_process
+from stack.topology import Topology
 
 BENCH_DIR = REPO_ROOT / "bench"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -339,7 +339,7 @@ class Stack:
     def native(self, command: str, **extra: str) -> None:
         self.env |= extra
         result = subprocess.run(
-            [PYTHON, "-m", "native.stack", command],
+            [PYTHON, "-m", "stack.native", command],
             cwd=REPO_ROOT,
             env=self.env,
             capture_output=True,
@@ -348,7 +348,7 @@ class Stack:
             check=False,
         )
         if result.returncode != 0:
-            raise BenchError(f"native.stack {command} failed:\n{result.stdout}{result.stderr}")
+            raise BenchError(f"stack.native {command} failed:\n{result.stdout}{result.stderr}")
 
     @property
     def url(self) -> str:
@@ -409,7 +409,7 @@ class Stack:
                              text[start:end])  # fmt: skip
             text = text[:start] + section + text[end:]
         conf.write_text(text)
-        # update re-creates the changed group; its programs do not autostart (native.stack
+        # update re-creates the changed group; its programs do not autostart (stack.native
         # starts them in dependency order), hence the start.
         for command in (["reread"], ["update"], ["start", "api:*"]):
             subprocess.run(

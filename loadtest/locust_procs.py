@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -19,20 +18,15 @@ from pathlib import Path
 from typing import IO
 
 from loadtest.model import Window
-from loadtest.settings import LOCUSTFILE, REPO_ROOT, Settings
+from loadtest.settings import LOCUSTFILE, Settings
+from stack.paths import REPO_ROOT
+from stack.procs import free_port
 
 STARTUP_ALLOWANCE_SECONDS = 120  # workers connecting, spawning, the last requests draining
 
 
 class LocustError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def locust(*args: str) -> list[str]:

@@ -9,13 +9,9 @@ shared disk (in Compose they are separate containers).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-# Locust imports this file by path; the `loadtest` package must be importable from its parent.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from locust import events
 from locust.env import Environment

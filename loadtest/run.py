@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import shutil
 import time
 import urllib.parse
@@ -28,6 +26,7 @@ from loadtest.prom import Prometheus, PrometheusError
 from loadtest.seed import Seed, create_data
 from loadtest.settings import Settings
 from loadtest.thresholds import Check, Thresholds, judge
+from stack.machine import machine as stack_machine
 
 Echo = Callable[[str], None]
 
@@ -43,21 +42,12 @@ def new_folder(reports_dir: Path) -> tuple[str, Path]:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
-        memory = f"{kib / 2**20:.1f} GiB"
+    found = stack_machine()
     return {
-        "Machine": f"{os.cpu_count()} CPUs {model}".strip(),
-        "Memory": memory,
-        "System": f"{platform.system()} {platform.release()}",
-        "Python / Locust": f"{platform.python_version()} / {version('locust')}",
+        "Machine": f"{found['cpus']} CPUs {found['cpu_model']}".strip(),
+        "Memory": f"{found['memory_gb']:.1f} GiB",
+        "System": f"{found['system']} {found['kernel']}",
+        "Python / Locust": f"{found['python']} / {version('locust')}",
     }
 
 

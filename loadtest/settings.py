@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from stack.paths import REPO_ROOT, data_root
+from stack.topology import Topology
+
 LOADTEST_DIR = Path(__file__).resolve().parent
-REPO_ROOT = LOADTEST_DIR.parent
 LOCUSTFILE = LOADTEST_DIR / "locustfile.py"
 
 
@@ -191,11 +193,7 @@ def _number(kind: type[Number], name: str, text: str, minimum: float) -> Number:
 
 
 def _native_defaults(env: Mapping[str, str]) -> dict[str, str]:
-    """URLs of the native stack, from the same ports `python -m native.stack` uses."""
-    # Imported here: the Compose image carries loadtest/ only, and passes every URL explicitly.
-    from native.paths import data_root  # noqa: PLC0415
-    from native.topology import Topology  # noqa: PLC0415
-
+    """URLs of the native stack, from the same ports `python -m stack.native` uses."""
     topology = Topology.from_env(env)
     return {
         "host": topology.url("nginx"),

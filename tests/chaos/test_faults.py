@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import httpx
 
-from .conftest import REPLICAS, ChaosStack, Results
+from stack.ephemeral import EphemeralStack
+
 from .faults import frozen, poll
 from .load import (
     TRANSPORT_ERROR,
@@ -37,6 +38,7 @@ from .load import (
     summary,
     update,
 )
+from .results import Results
 
 PROBLEM = "application/problem+json"
 DB_KINDS = ("list", "create", "update")
@@ -74,14 +76,14 @@ def _explain(failed: Sequence[Sample], load: Load) -> str:
     return f"{kinds} {load.failures[:3]}"
 
 
-def _ready(stack: ChaosStack, replica: int) -> httpx.Response | None:
+def _ready(stack: EphemeralStack, replica: int) -> httpx.Response | None:
     try:
         return httpx.get(f"{stack.replica_url(replica)}/health/ready", timeout=3)
     except httpx.TransportError:
         return None
 
 
-def _cache_hit(stack: ChaosStack, item_id: int) -> bool:
+def _cache_hit(stack: EphemeralStack, item_id: int) -> bool:
     response = httpx.get(f"{stack.nginx}/items/{item_id}", timeout=5)
     return bool(response.headers.get("x-cache") == "hit")
 
@@ -92,7 +94,7 @@ def _all_problems(samples: Sequence[Sample]) -> None:
     assert not_problems == [], not_problems[:5]
 
 
-def test_replica_killed_with_sigkill(chaos_stack: ChaosStack, results: Results) -> None:
+def test_replica_killed_with_sigkill(chaos_stack: EphemeralStack, results: Results) -> None:
     """No failed GET; supervisord restarts it; Prometheus sees it down, then up; the alert
     goes pending (its `for: 1m` outlasts the restart, so it never fires)."""
     stack = chaos_stack
@@ -167,7 +169,7 @@ def test_replica_killed_with_sigkill(chaos_stack: ChaosStack, results: Results) 
 
 
 def test_replicas_stopped_with_sigterm_one_by_one(
-    chaos_stack: ChaosStack, results: Results
+    chaos_stack: EphemeralStack, results: Results
 ) -> None:
     """A rolling deploy: each replica drains (in-flight and kept-alive requests finish, nginx
     moves on) and comes back; not one request of any method fails."""
@@ -181,7 +183,7 @@ def test_replicas_stopped_with_sigterm_one_by_one(
 
     with Load(stack.nginx, seeded, mix, threads=10, pause=0.005) as load:
         time.sleep(2)
-        for replica in range(1, REPLICAS + 1):
+        for replica in range(1, stack.topology.replicas + 1):
             stopping = time.monotonic()
             assert "stopped" in stack.supervisorctl("stop", f"api:api-{replica}")
             windows.append((stopping, time.monotonic()))
@@ -199,7 +201,7 @@ def test_replicas_stopped_with_sigterm_one_by_one(
     assert len(writes) > 300
     assert _failed(samples) == [], _explain(_failed(samples), load)
     assert load.stale_reads == []
-    assert len(drained) == REPLICAS, drained
+    assert len(drained) == stack.topology.replicas, drained
     kept = assert_writes_kept(stack.nginx, seeded)
     stop_seconds = [round(end - start, 2) for start, end in windows]
     results.record(
@@ -218,7 +220,7 @@ def test_replicas_stopped_with_sigterm_one_by_one(
     )
 
 
-def test_redis_stopped_then_started(chaos_stack: ChaosStack, results: Results) -> None:
+def test_redis_stopped_then_started(chaos_stack: EphemeralStack, results: Results) -> None:
     """Reads keep answering 200 from PostgreSQL, the cache comes back by itself, and nothing
     stale is served afterwards: writes made while Redis was away could not invalidate, but
     Redis comes back empty (persistence is off)."""
@@ -249,7 +251,7 @@ def test_redis_stopped_then_started(chaos_stack: ChaosStack, results: Results) -
     assert not (stack.data_dir / "stack" / "dump.rdb").exists(), "Redis persisted its data"
     # Every replica, asked directly, serves each item at its last acknowledged version.
     for worker in seeded.workers:
-        for replica in range(1, REPLICAS + 1):
+        for replica in range(1, stack.topology.replicas + 1):
             got = httpx.get(f"{stack.replica_url(replica)}/items/{worker.item_id}", timeout=5)
             assert got.json()["version"] == worker.version, (replica, worker, got.json())
     kept = assert_writes_kept(stack.nginx, seeded)
@@ -268,14 +270,14 @@ def test_redis_stopped_then_started(chaos_stack: ChaosStack, results: Results) -
     )
 
 
-def test_postgres_stopped_then_started(chaos_stack: ChaosStack, results: Results) -> None:
+def test_postgres_stopped_then_started(chaos_stack: EphemeralStack, results: Results) -> None:
     """503 problem+json at once (no hung requests, no 500s), readiness red, cached reads and
     liveness unaffected; the pools recover by themselves; no acknowledged write is lost."""
     stack = chaos_stack
     stack.wait_for_full_pool()
     seeded = seed(stack.nginx, clients=9)
     mix = _mix(seeded.cached_ids, "read", "live", "list", "create", "update", "read")
-    pids = [stack.pid(f"api:api-{r}") for r in range(1, REPLICAS + 1)]
+    pids = [stack.pid(f"api:api-{r}") for r in range(1, stack.topology.replicas + 1)]
 
     with Load(stack.nginx, seeded, mix, threads=9, pause=0.005) as load:
         time.sleep(2)
@@ -283,7 +285,7 @@ def test_postgres_stopped_then_started(chaos_stack: ChaosStack, results: Results
         assert "stopped" in stack.supervisorctl("stop", "postgres")
 
         def all_red() -> bool:
-            answers = [_ready(stack, r) for r in range(1, REPLICAS + 1)]
+            answers = [_ready(stack, r) for r in range(1, stack.topology.replicas + 1)]
             return all(
                 a is not None
                 and a.status_code == 503
@@ -299,7 +301,7 @@ def test_postgres_stopped_then_started(chaos_stack: ChaosStack, results: Results
         assert "started" in stack.supervisorctl("start", "postgres")
 
         def all_ready() -> bool:
-            answers = [_ready(stack, r) for r in range(1, REPLICAS + 1)]
+            answers = [_ready(stack, r) for r in range(1, stack.topology.replicas + 1)]
             return all(a is not None and a.status_code == 200 for a in answers)
 
         poll(all_ready, timeout=30)
@@ -325,7 +327,7 @@ def test_postgres_stopped_then_started(chaos_stack: ChaosStack, results: Results
     recovery = recovery_seconds(samples, lifted, lambda s: s.ok or s.status == 412)
     assert recovery < 15
     # The same processes recovered: nothing was restarted to get the pools back.
-    assert [stack.pid(f"api:api-{r}") for r in range(1, REPLICAS + 1)] == pids
+    assert [stack.pid(f"api:api-{r}") for r in range(1, stack.topology.replicas + 1)] == pids
     kept = assert_writes_kept(stack.nginx, seeded)
     results.record(
         "PostgreSQL stopped, then started",
@@ -346,7 +348,7 @@ def test_postgres_stopped_then_started(chaos_stack: ChaosStack, results: Results
     )
 
 
-def test_postgres_hangs(chaos_stack: ChaosStack, results: Results) -> None:
+def test_postgres_hangs(chaos_stack: EphemeralStack, results: Results) -> None:
     """A database that accepts connections and answers nothing (every PostgreSQL process
     SIGSTOPped): the API's own timeouts answer 503 well inside nginx's 10 s, and its event
     loop keeps serving what needs no database."""
@@ -405,7 +407,7 @@ def test_postgres_hangs(chaos_stack: ChaosStack, results: Results) -> None:
     )
 
 
-def test_redis_hangs(chaos_stack: ChaosStack, results: Results) -> None:
+def test_redis_hangs(chaos_stack: EphemeralStack, results: Results) -> None:
     """A Redis that answers nothing costs one short socket timeout, then the cache is bypassed:
     reads keep answering 200 and latency stays bounded."""
     stack = chaos_stack
@@ -447,7 +449,7 @@ def test_redis_hangs(chaos_stack: ChaosStack, results: Results) -> None:
     )
 
 
-def test_replica_hangs(chaos_stack: ChaosStack, results: Results) -> None:
+def test_replica_hangs(chaos_stack: EphemeralStack, results: Results) -> None:
     """A replica that accepts connections and answers nothing: nginx's read timeout holds,
     the requests stuck there get a 504 problem after 10 s, everything else is served by the
     other replicas."""

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import REPLICAS, NativeStack
-from .helpers import ApiUser, assert_problem, new_item, new_user, wait_until_serving
+from stack.ephemeral import EphemeralStack
+from stack.testing.api import ApiUser, assert_problem, new_item, new_user, wait_until_serving
 
 JSON = {"Content-Type": "application/json"}
 ITEM = {"name": "x", "price": 1}
@@ -26,7 +26,7 @@ DEEP = b"[" * 2000 + b"]" * 2000 + b"}"
 
 
 @pytest.fixture(scope="module")
-def client(native_stack: NativeStack) -> Iterator[httpx.Client]:
+def client(native_stack: EphemeralStack) -> Iterator[httpx.Client]:
     wait_until_serving(native_stack.nginx)
     with httpx.Client(base_url=native_stack.nginx, timeout=30) as c:
         yield c
@@ -38,9 +38,12 @@ def user(client: httpx.Client) -> ApiUser:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def replica_pids(native_stack: NativeStack) -> list[str]:
+def replica_pids(native_stack: EphemeralStack) -> list[str]:
     """Taken before the first case, compared after the last."""
-    return [native_stack.supervisorctl("pid", f"api:api-{r}") for r in range(1, REPLICAS + 1)]
+    return [
+        native_stack.supervisorctl("pid", f"api:api-{r}")
+        for r in range(1, native_stack.topology.replicas + 1)
+    ]
 
 
 BODIES: list[tuple[str, bytes, dict[str, str], int]] = [
@@ -137,7 +140,7 @@ SQL_SHAPED = [
 
 @pytest.mark.parametrize("text", UNICODE + SQL_SHAPED)
 def test_text_is_stored_and_returned_verbatim(
-    client: httpx.Client, user: ApiUser, native_stack: NativeStack, text: str
+    client: httpx.Client, user: ApiUser, native_stack: EphemeralStack, text: str
 ) -> None:
     item = new_item(client, user, name=text[:200], description=text)
     assert (item["name"], item["description"]) == (text[:200], text)
@@ -188,7 +191,7 @@ def test_out_of_range_and_sql_shaped_parameters(
         "/docs/../../../../proc/self/environ",
     ],
 )
-def test_path_traversal_reaches_no_file(native_stack: NativeStack, path: str) -> None:
+def test_path_traversal_reaches_no_file(native_stack: EphemeralStack, path: str) -> None:
     # Raw, so neither httpx nor anything else normalises the path before nginx sees it.
     status, headers, body = _raw(native_stack, f"GET {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode())
     assert status in (400, 404, 422), (status, body[:300])
@@ -210,7 +213,7 @@ def test_header_floods_are_refused_by_nginx(client: httpx.Client) -> None:
     assert fine.status_code == 200
 
 
-def _raw(stack: NativeStack, request: bytes) -> tuple[int, dict[str, str], bytes]:
+def _raw(stack: EphemeralStack, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """One request on its own connection, byte for byte; returns status, headers and body."""
     port = stack.topology.ports["nginx"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
@@ -264,7 +267,7 @@ CHUNKED_TOO = b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     ],
 )
 def test_not_quite_http_is_a_problem_from_nginx(
-    native_stack: NativeStack, request_bytes: bytes, status: int
+    native_stack: EphemeralStack, request_bytes: bytes, status: int
 ) -> None:
     got, headers, body = _raw(native_stack, request_bytes)
     assert got == status, body[:300]
@@ -275,14 +278,15 @@ def test_not_quite_http_is_a_problem_from_nginx(
 
 
 def test_the_abuse_crashed_nothing(
-    native_stack: NativeStack, client: httpx.Client, replica_pids: list[str]
+    native_stack: EphemeralStack, client: httpx.Client, replica_pids: list[str]
 ) -> None:
     """Same replica processes as before the abuse, and not one unhandled exception logged."""
     assert [
-        native_stack.supervisorctl("pid", f"api:api-{r}") for r in range(1, REPLICAS + 1)
+        native_stack.supervisorctl("pid", f"api:api-{r}")
+        for r in range(1, native_stack.topology.replicas + 1)
     ] == replica_pids
     assert client.get("/health/live").status_code == 200
-    for replica in range(1, REPLICAS + 1):
+    for replica in range(1, native_stack.topology.replicas + 1):
         errors = [
             line
             for line in native_stack.log(f"api-{replica}").splitlines()

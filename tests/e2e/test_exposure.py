@@ -14,15 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from native.servers import postgres_bindir
-
-from .conftest import REPLICAS, NativeStack
-from .helpers import assert_problem, new_item, new_user, wait_until_serving
+from stack.ephemeral import EphemeralStack
+from stack.servers import postgres_bindir
+from stack.testing.api import assert_problem, new_item, new_user, wait_until_serving
 
 LISTEN = "0A"
 
 
-def _stack_pids(stack: NativeStack) -> set[int]:
+def _stack_pids(stack: EphemeralStack) -> set[int]:
     """supervisord and every process under it (redis and PostgreSQL rewrite their command lines,
     so the family tree is the reliable way to find them)."""
     root = int((stack.data_dir / "stack" / "run" / "supervisord.pid").read_text())
@@ -78,7 +77,7 @@ def _listening(inodes: set[str]) -> list[tuple[str, int]]:
     return found
 
 
-def test_every_listening_socket_of_the_stack_is_on_loopback(native_stack: NativeStack) -> None:
+def test_every_listening_socket_of_the_stack_is_on_loopback(native_stack: EphemeralStack) -> None:
     """PostgreSQL and Redis above all, but nothing of the native stack listens beyond 127.0.0.1."""
     pids = _stack_pids(native_stack)
     assert len(pids) > 10, pids
@@ -99,7 +98,7 @@ def _redis(port: int, *commands: bytes) -> bytes:
         return conn.recv(4096)
 
 
-def test_redis_refuses_clients_without_the_password(native_stack: NativeStack) -> None:
+def test_redis_refuses_clients_without_the_password(native_stack: EphemeralStack) -> None:
     port = native_stack.topology.ports["redis"]
     assert _redis(port, b"PING\r\n").startswith(b"-NOAUTH")
     assert _redis(port, b"GET item:1\r\n").startswith(b"-NOAUTH")
@@ -110,7 +109,7 @@ def test_redis_refuses_clients_without_the_password(native_stack: NativeStack) -
     assert reply == b"+OK\r\n+PONG\r\n"
 
 
-def test_postgres_refuses_clients_without_the_password(native_stack: NativeStack) -> None:
+def test_postgres_refuses_clients_without_the_password(native_stack: EphemeralStack) -> None:
     psql = str(postgres_bindir() / "psql")
     port = str(native_stack.topology.ports["postgres"])
     user = _env_value(native_stack, "POSTGRES_USER")
@@ -137,7 +136,7 @@ def test_postgres_refuses_clients_without_the_password(native_stack: NativeStack
     assert allowed.returncode == 0, allowed.stderr
 
 
-def _env_value(stack: NativeStack, key: str) -> str:
+def _env_value(stack: EphemeralStack, key: str) -> str:
     for line in (stack.data_dir / ".env").read_text().splitlines():
         name, _, value = line.partition("=")
         if name == key:
@@ -145,7 +144,7 @@ def _env_value(stack: NativeStack, key: str) -> str:
     raise KeyError(key)
 
 
-def test_tokens_never_reach_the_logs(native_stack: NativeStack) -> None:
+def test_tokens_never_reach_the_logs(native_stack: EphemeralStack) -> None:
     """Valid, invalid and malformed tokens, on every kind of request, in no log of the stack."""
     wait_until_serving(native_stack.nginx)
     with httpx.Client(base_url=native_stack.nginx, timeout=10) as client:
@@ -166,7 +165,9 @@ def test_tokens_never_reach_the_logs(native_stack: NativeStack) -> None:
         p.name: p.read_text(errors="replace")
         for p in (native_stack.data_dir / "stack" / "logs").glob("*.log")
     }
-    assert {f"api-{r}.log" for r in range(1, REPLICAS + 1)} | {"nginx.log"} <= logs.keys()
+    assert {f"api-{r}.log" for r in range(1, native_stack.topology.replicas + 1)} | {
+        "nginx.log"
+    } <= logs.keys()
     assert any(f"/items/{item['id']}" in text for text in logs.values()), "requests not logged"
     for name, text in logs.items():
         assert user.token not in text, name
@@ -174,7 +175,7 @@ def test_tokens_never_reach_the_logs(native_stack: NativeStack) -> None:
 
 
 @pytest.mark.parametrize("path", ["/items?limit=1", "/items/987654321", "/docs", "/nowhere"])
-def test_security_headers_on_every_answer(native_stack: NativeStack, path: str) -> None:
+def test_security_headers_on_every_answer(native_stack: EphemeralStack, path: str) -> None:
     response = httpx.get(f"{native_stack.nginx}{path}", timeout=10)
     headers = response.headers
     assert headers["x-content-type-options"] == "nosniff"

@@ -16,21 +16,21 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import NativeStack
-from .helpers import ApiUser, assert_problem, new_item, new_user, wait_until_serving
+from stack.ephemeral import EphemeralStack
+from stack.testing.api import ApiUser, assert_problem, new_item, new_user, wait_until_serving
 
 CLIENTS = 12
 WRITES_PER_CLIENT = 8
 
 
 @pytest.fixture(scope="module")
-def client(native_stack: NativeStack) -> Iterator[httpx.Client]:
+def client(native_stack: EphemeralStack) -> Iterator[httpx.Client]:
     wait_until_serving(native_stack.nginx)
     with httpx.Client(base_url=native_stack.nginx, timeout=30) as c:
         yield c
 
 
-def _on_every_replica(stack: NativeStack, path: str) -> list[httpx.Response]:
+def _on_every_replica(stack: EphemeralStack, path: str) -> list[httpx.Response]:
     return [
         httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10) for port in stack.topology.api_ports
     ]
@@ -81,7 +81,7 @@ def _contend(base_url: str, item_id: int, owner: ApiUser, *, conditional: bool) 
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["if-match", "unconditional"])
 def test_concurrent_updates_lose_no_acknowledged_write(
-    native_stack: NativeStack, client: httpx.Client, conditional: bool
+    native_stack: EphemeralStack, client: httpx.Client, conditional: bool
 ) -> None:
     """Every 200 carries its own version and versions advance by one per acknowledged write, so
     none was silently merged into another: with If-Match a stale writer gets 412 instead; without
@@ -107,7 +107,7 @@ def test_concurrent_updates_lose_no_acknowledged_write(
 
 
 def test_a_read_after_an_acknowledged_write_sees_it_on_every_replica(
-    native_stack: NativeStack, client: httpx.Client
+    native_stack: EphemeralStack, client: httpx.Client
 ) -> None:
     owner = new_user(client)
     item = new_item(client, owner)
@@ -142,7 +142,7 @@ def test_a_stale_if_match_is_412_for_update_and_delete(client: httpx.Client) -> 
 
 
 def test_deleting_a_user_deletes_its_items_everywhere(
-    native_stack: NativeStack, client: httpx.Client
+    native_stack: EphemeralStack, client: httpx.Client
 ) -> None:
     """Cascading, and every replica and the cache agree at once: nothing stale survives."""
     owner, other = new_user(client), new_user(client)

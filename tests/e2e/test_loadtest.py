@@ -20,10 +20,9 @@ import httpx
 import pytest
 
 from loadtest.thresholds import Thresholds
-from native.paths import REPO_ROOT
-
-from .conftest import REPLICAS, NativeStack
-from .helpers import panel_queries
+from stack.ephemeral import EphemeralStack
+from stack.grafana.panel_queries import panel_queries
+from stack.paths import REPO_ROOT
 
 USERS = 12
 GENEROUS = """
@@ -70,7 +69,7 @@ class Run:
         return {f"{e['method']} {e['name']}": e for e in entries}
 
 
-def loadtest(stack: NativeStack, reports: Path, *args: str) -> Run:
+def loadtest(stack: EphemeralStack, reports: Path, *args: str) -> Run:
     env = {k: v for k, v in stack.env.items() if not k.startswith(("LOADTEST_", "GRAFANA_"))}
     env["LOADTEST_REPORTS_DIR"] = str(reports)
     process = subprocess.run(
@@ -88,7 +87,7 @@ def loadtest(stack: NativeStack, reports: Path, *args: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def passing(native_stack: NativeStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def passing(native_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("loadtest-pass")
     (tmp / "generous.toml").write_text(GENEROUS)
     run = loadtest(
@@ -109,7 +108,7 @@ def passing(native_stack: NativeStack, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def failing(native_stack: NativeStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def failing(native_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("loadtest-fail")
     (tmp / "impossible.toml").write_text(IMPOSSIBLE)
     # Ids the API never handed out: every read the scenario expects to succeed gets a 404.
@@ -129,7 +128,9 @@ def failing(native_stack: NativeStack, tmp_path_factory: pytest.TempPathFactory)
     )
 
 
-def test_a_run_reports_client_and_server_numbers_that_agree(passing: Run) -> None:
+def test_a_run_reports_client_and_server_numbers_that_agree(
+    passing: Run, native_stack: EphemeralStack
+) -> None:
     assert "PASS: report in" in passing.output
     results = passing.results
     client, server = results["client"], results["server"]
@@ -147,7 +148,7 @@ def test_a_run_reports_client_and_server_numbers_that_agree(passing: Run) -> Non
             assert side["groups"][group]["p95"] is not None, side["groups"]
     extras = results["server_extras"]
     replicas = extras["replicas"]
-    assert len(replicas) == REPLICAS
+    assert len(replicas) == native_stack.topology.replicas
     assert sum(r["share"] for r in replicas) == pytest.approx(1.0)
     for replica in replicas:
         assert replica["requests"] > 0
@@ -204,7 +205,7 @@ def test_expected_4xx_are_successes(passing: Run) -> None:
 
 
 def test_each_simulated_user_is_its_own_client_address(
-    passing: Run, native_stack: NativeStack
+    passing: Run, native_stack: EphemeralStack
 ) -> None:
     """nginx limits per address; the load must not all come from 127.0.0.1 (sources.py)."""
     window = passing.results["window"]
@@ -218,7 +219,7 @@ def test_each_simulated_user_is_its_own_client_address(
 
 
 def test_the_load_test_dashboard_has_data_during_a_run(
-    passing: Run, native_stack: NativeStack
+    passing: Run, native_stack: EphemeralStack
 ) -> None:
     """Locust's numbers reached Prometheus through the Pushgateway while the run lasted."""
     queries = [query for query in panel_queries() if query[0] == "loadtest"]
@@ -298,7 +299,7 @@ def test_check_judges_a_finished_run_again(passing: Run, tmp_path: Path) -> None
 
 
 def test_a_run_nginx_would_rate_limit_is_refused_up_front(
-    native_stack: NativeStack, tmp_path: Path
+    native_stack: EphemeralStack, tmp_path: Path
 ) -> None:
     """All users on one address at more than nginx allows it: refused before any load."""
     run = loadtest(

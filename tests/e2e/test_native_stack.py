@@ -6,7 +6,6 @@ nothing is left behind.
 
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from native.paths import REPO_ROOT
-from native.servers import free_port, wait_for_port
-
-from .conftest import REPLICAS, NativeStack
-from .helpers import panel_queries
+from stack.config.nginx import nginx_command, render_nginx
+from stack.ephemeral import EphemeralStack
+from stack.grafana.panel_queries import panel_queries
+from stack.procs import free_port, wait_for_port
 
 EXPECTED_JOBS = {
     "api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus", "pushgateway",
@@ -35,7 +33,7 @@ def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     return body
 
 
-def _seed(stack: NativeStack) -> tuple[dict[str, object], dict[str, str]]:
+def _seed(stack: EphemeralStack) -> tuple[dict[str, object], dict[str, str]]:
     user = httpx.post(
         f"{stack.nginx}/users", json={"email": f"{uuid.uuid4().hex}@e2e.io", "name": "e2e"}
     )
@@ -46,9 +44,9 @@ def _seed(stack: NativeStack) -> tuple[dict[str, object], dict[str, str]]:
     return item.json(), auth
 
 
-def test_every_prometheus_target_is_up(native_stack: NativeStack) -> None:
+def test_every_prometheus_target_is_up(native_stack: EphemeralStack) -> None:
     def all_up(result: list[dict[str, object]]) -> bool:
-        return len(result) == len(EXPECTED_JOBS) + REPLICAS - 1 and all(
+        return len(result) == len(EXPECTED_JOBS) + native_stack.topology.replicas - 1 and all(
             r["value"][1] == "1"  # type: ignore[index]
             for r in result
         )
@@ -56,23 +54,23 @@ def test_every_prometheus_target_is_up(native_stack: NativeStack) -> None:
     result = native_stack.wait_for("up", all_up)
     jobs = [r["metric"]["job"] for r in result]
     assert set(jobs) == EXPECTED_JOBS
-    assert jobs.count("api") == REPLICAS
+    assert jobs.count("api") == native_stack.topology.replicas
 
 
-def test_requests_through_nginx_reach_every_replica(native_stack: NativeStack) -> None:
+def test_requests_through_nginx_reach_every_replica(native_stack: EphemeralStack) -> None:
     item, _ = _seed(native_stack)
     with httpx.Client(base_url=native_stack.nginx) as client:
         for _ in range(90):
             assert client.get(f"/items/{item['id']}").status_code == 200
     result = native_stack.wait_for(
         'sum by (instance) (http_requests_total{job="api",handler="/items/{item_id}"})',
-        lambda r: len(r) == REPLICAS,
+        lambda r: len(r) == native_stack.topology.replicas,
     )
     shares = sorted(float(r["value"][1]) for r in result)
     assert shares[0] > 0, shares
 
 
-def test_every_dashboard_panel_query_returns_data(native_stack: NativeStack) -> None:
+def test_every_dashboard_panel_query_returns_data(native_stack: EphemeralStack) -> None:
     """Grafana cannot run here, so its dashboards' queries run against the live Prometheus."""
     item, auth = _seed(native_stack)
     with httpx.Client(base_url=native_stack.nginx) as client:
@@ -94,7 +92,7 @@ def test_every_dashboard_panel_query_returns_data(native_stack: NativeStack) -> 
     assert empty == [], "\n".join(f"{uid} / {title}: {expr}" for uid, title, expr in empty)
 
 
-def test_internal_paths_are_not_public(native_stack: NativeStack) -> None:
+def test_internal_paths_are_not_public(native_stack: EphemeralStack) -> None:
     for path in ("/metrics", "/metrics/", "/health/ready", "/stub_status"):
         _assert_problem(httpx.get(f"{native_stack.nginx}{path}"), 404)
     assert httpx.get(f"{native_stack.nginx}/health/live").status_code == 200
@@ -102,7 +100,7 @@ def test_internal_paths_are_not_public(native_stack: NativeStack) -> None:
     assert "Active connections" in httpx.get(f"{internal}/stub_status").text
 
 
-def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: NativeStack) -> None:
+def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: EphemeralStack) -> None:
     request_id = f"e2e-{uuid.uuid4().hex}"
     response = httpx.get(
         f"{native_stack.nginx}/items/987654321", headers={"X-Request-ID": request_id}
@@ -119,7 +117,9 @@ def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: NativeStack)
     api_lines: list[dict[str, object]] = []
     nginx_lines: list[dict[str, object]] = []
     while time.monotonic() < deadline and not (api_lines and nginx_lines):
-        logs = "".join(native_stack.log(f"api-{i}") for i in range(1, REPLICAS + 1))
+        logs = "".join(
+            native_stack.log(f"api-{i}") for i in range(1, native_stack.topology.replicas + 1)
+        )
         api_lines = [json.loads(line) for line in logs.splitlines() if request_id in line]
         nginx_log = native_stack.log("nginx")
         nginx_lines = [json.loads(line) for line in nginx_log.splitlines() if request_id in line]
@@ -132,7 +132,7 @@ def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: NativeStack)
     assert nginx_lines[0]["status"] == 404
 
 
-def test_nginx_errors_are_problem_json(native_stack: NativeStack) -> None:
+def test_nginx_errors_are_problem_json(native_stack: EphemeralStack) -> None:
     too_big = httpx.post(
         f"{native_stack.nginx}/users",
         content=b"x" * (2 * 1024 * 1024),
@@ -142,12 +142,9 @@ def test_nginx_errors_are_problem_json(native_stack: NativeStack) -> None:
 
 
 def test_rate_limited_client_gets_429_problem_with_retry_after(
-    native_stack: NativeStack, tmp_path: Path
+    native_stack: EphemeralStack, tmp_path: Path
 ) -> None:
     """The same nginx.conf with a low rate, in front of the same replicas."""
-    sys.path.insert(0, str(REPO_ROOT / "services" / "nginx"))
-    from render import nginx_command, render_nginx  # type: ignore[import-not-found]
-
     port = free_port()
     render_nginx(
         tmp_path, native_stack.topology.api_addresses, port, free_port(), access_log="access.log",
@@ -168,7 +165,7 @@ def test_rate_limited_client_gets_429_problem_with_retry_after(
         process.wait(timeout=10)
 
 
-def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: NativeStack) -> None:
+def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: EphemeralStack) -> None:
     item, _ = _seed(native_stack)
     statuses: list[int] = []
     stop = threading.Event()
@@ -195,7 +192,7 @@ def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: NativeStack
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
-def test_all_replicas_down_is_a_502_problem(native_stack: NativeStack) -> None:
+def test_all_replicas_down_is_a_502_problem(native_stack: EphemeralStack) -> None:
     native_stack.supervisorctl("stop", "api:*")
     try:
         _assert_problem(httpx.get(f"{native_stack.nginx}/items/1", timeout=30), 502)

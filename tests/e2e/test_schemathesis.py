@@ -24,9 +24,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.config import Settings
 from app.main import create_app
-
-from .conftest import NativeStack
-from .helpers import ApiUser, new_user, wait_until_serving
+from stack.ephemeral import EphemeralStack
+from stack.testing.api import ApiUser, new_user, wait_until_serving
 
 EXAMPLES = 60
 
@@ -36,7 +35,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path="/health/ready")
 
 
 @pytest.fixture(scope="module")
-def base_url(native_stack: NativeStack) -> str:
+def base_url(native_stack: EphemeralStack) -> str:
     wait_until_serving(native_stack.nginx)
     return native_stack.nginx
 

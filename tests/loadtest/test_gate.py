@@ -24,7 +24,7 @@ from loadtest.preflight import nginx_rate, rate_plan
 from loadtest.server import bucket_quantile
 from loadtest.settings import LOADTEST_DIR, SettingsError, duration_seconds, resolve
 from loadtest.thresholds import Check, Thresholds, ThresholdsError, judge
-from native.paths import REPO_ROOT
+from stack.paths import REPO_ROOT
 
 COMPOSE_HTTP_CONF = REPO_ROOT / "services" / "nginx" / "compose" / "http.conf"
 

@@ -19,13 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
-from native.servers import free_port, stop_process
+from stack.paths import REPO_ROOT
+from stack.procs import free_port
+from stack.testing.tools import background, output, run_tool
 
-from .tooling import output, run_tool
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "services" / "alertmanager" / "alertmanager.yml"
-RULES_DIR = REPO / "services" / "prometheus" / "rules"
+CONFIG = REPO_ROOT / "services" / "alertmanager" / "alertmanager.yml"
+RULES_DIR = REPO_ROOT / "services" / "prometheus" / "rules"
 
 AMTOOL = shutil.which("amtool")
 # Debian ships the server as prometheus-alertmanager; upstream tarballs call it alertmanager.
@@ -173,57 +172,50 @@ def alert(alertname: str, severity: str, service: str, **extra: str) -> dict[str
     }
 
 
-@pytest.mark.slow
+@pytest.mark.servers
 @needs_alertmanager
 def test_critical_inhibits_warnings_of_the_same_service_only(tmp_path: Path) -> None:
     assert ALERTMANAGER is not None
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "alertmanager.log"
-    with log.open("w", encoding="utf-8") as log_file:
-        process = subprocess.Popen(
+    argv = [
+        ALERTMANAGER,
+        f"--config.file={CONFIG}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no gossip port: a single, isolated instance
+    ]
+    with background(argv, log):
+        ready = wait_until(lambda: http("GET", f"{base}/api/v2/status"))
+        assert ready, log.read_text(encoding="utf-8")
+
+        http(
+            "POST",
+            f"{base}/api/v2/alerts",
             [
-                ALERTMANAGER,
-                f"--config.file={CONFIG}",
-                f"--storage.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",  # no gossip port: a single, isolated instance
+                alert("StackApiDown", "critical", "api", job="api"),
+                alert("StackApiReplicaDown", "warning", "api", instance="10.0.0.3:8000"),
+                alert("StackApiLatencyBurnRate3d", "warning", "api", slo="latency"),
+                # Another service's warning: no critical for it, so it must stay active.
+                alert("StackRedisSlow", "warning", "redis"),
             ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
         )
-        try:
-            ready = wait_until(lambda: http("GET", f"{base}/api/v2/status"))
-            assert ready, log.read_text(encoding="utf-8")
 
-            http(
-                "POST",
-                f"{base}/api/v2/alerts",
-                [
-                    alert("StackApiDown", "critical", "api", job="api"),
-                    alert("StackApiReplicaDown", "warning", "api", instance="10.0.0.3:8000"),
-                    alert("StackApiLatencyBurnRate3d", "warning", "api", slo="latency"),
-                    # Another service's warning: no critical for it, so it must stay active.
-                    alert("StackRedisSlow", "warning", "redis"),
-                ],
-            )
+        expected = {
+            "StackApiDown": "active",
+            "StackApiReplicaDown": "suppressed",
+            "StackApiLatencyBurnRate3d": "suppressed",
+            "StackRedisSlow": "active",
+        }
+        seen: dict[str, str] = {}
 
-            expected = {
-                "StackApiDown": "active",
-                "StackApiReplicaDown": "suppressed",
-                "StackApiLatencyBurnRate3d": "suppressed",
-                "StackRedisSlow": "active",
-            }
-            seen: dict[str, str] = {}
+        # The inhibitor learns about the critical asynchronously, so poll briefly.
+        def settled() -> bool:
+            alerts = http("GET", f"{base}/api/v2/alerts")
+            seen.clear()
+            seen.update({a["labels"]["alertname"]: a["status"]["state"] for a in alerts})
+            return seen == expected
 
-            # The inhibitor learns about the critical asynchronously, so poll briefly.
-            def settled() -> bool:
-                alerts = http("GET", f"{base}/api/v2/alerts")
-                seen.clear()
-                seen.update({a["labels"]["alertname"]: a["status"]["state"] for a in alerts})
-                return seen == expected
-
-            wait_until(settled)
-            assert seen == expected, log.read_text(encoding="utf-8")
-        finally:
-            stop_process(process)
+        wait_until(settled)
+        assert seen == expected, log.read_text(encoding="utf-8")

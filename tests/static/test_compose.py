@@ -24,8 +24,9 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
+from stack.paths import REPO_ROOT
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 # Test-only values: the file itself must hold none of them (see test_no_literal_secrets).
 REQUIRED_ENV = {
@@ -80,7 +81,13 @@ def compose_config(
 ) -> subprocess.CompletedProcess[str]:
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
-    command = [str(compose_binary()), "--project-directory", str(ROOT), "-f", str(compose_file)]
+    command = [
+        str(compose_binary()),
+        "--project-directory",
+        str(REPO_ROOT),
+        "-f",
+        str(compose_file),
+    ]
     # --env-file replaces the repository's .env, and the process environment is scrubbed, so a
     # developer's own settings can neither break nor rescue the test.
     command += ["--env-file", str(env_file), "config", "--format", "json"]
@@ -299,7 +306,7 @@ def test_redis_is_an_lru_cache_with_a_memory_cap(resolved: dict[str, Any]) -> No
     assert command[:2] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
     mounts = {v["target"]: v for v in resolved["services"]["redis"]["volumes"]}
     config = mounts["/usr/local/etc/redis/redis.conf"]
-    assert Path(config["source"]) == ROOT / "services/redis/redis.conf"
+    assert Path(config["source"]) == REPO_ROOT / "services/redis/redis.conf"
     assert config["read_only"] is True
     assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
     assert re.fullmatch(r"\d+[kmg]b", command[command.index("--maxmemory") + 1])
@@ -330,9 +337,9 @@ def test_api_waits_for_migrations_and_data_stores(resolved: dict[str, Any]) -> N
 
 def test_api_is_built_from_the_repo_dockerfile(resolved: dict[str, Any]) -> None:
     build = resolved["services"]["api"]["build"]
-    assert Path(build["context"]) == ROOT
+    assert Path(build["context"]) == REPO_ROOT
     assert build["dockerfile"] == "services/api/Dockerfile"
-    assert (ROOT / build["dockerfile"]).is_file()
+    assert (REPO_ROOT / build["dockerfile"]).is_file()
 
 
 @pytest.mark.parametrize("name", ["api", "migrate"])
@@ -356,8 +363,10 @@ def test_graceful_stop_outlasts_the_api_drain(resolved: dict[str, Any]) -> None:
 
 def test_nginx_mounts_the_shared_config_and_compose_includes(resolved: dict[str, Any]) -> None:
     mounts = {v["target"]: v for v in resolved["services"]["nginx"]["volumes"]}
-    assert Path(mounts["/etc/nginx/nginx.conf"]["source"]) == ROOT / "services/nginx/nginx.conf"
-    assert Path(mounts["/etc/nginx/conf.d"]["source"]) == ROOT / "services/nginx/compose"
+    assert (
+        Path(mounts["/etc/nginx/nginx.conf"]["source"]) == REPO_ROOT / "services/nginx/nginx.conf"
+    )
+    assert Path(mounts["/etc/nginx/conf.d"]["source"]) == REPO_ROOT / "services/nginx/compose"
     assert all(mount.get("read_only") for mount in mounts.values())
     command = resolved["services"]["nginx"]["command"]
     assert command[:3] == ["nginx", "-p", "/var/cache/nginx/"]
@@ -373,7 +382,7 @@ def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
         return {v["target"]: v for v in services[name]["volumes"]}
 
     prometheus = mounts("prometheus")
-    assert Path(prometheus["/etc/prometheus"]["source"]) == ROOT / "services/prometheus"
+    assert Path(prometheus["/etc/prometheus"]["source"]) == REPO_ROOT / "services/prometheus"
     assert prometheus["/etc/prometheus"]["read_only"] is True
     assert prometheus["/prometheus"]["type"] == "volume"
     flags = services["prometheus"]["command"]
@@ -383,17 +392,17 @@ def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
 
     grafana = mounts("grafana")
     assert Path(grafana["/etc/grafana/provisioning"]["source"]) == (
-        ROOT / "services/grafana/provisioning"
+        REPO_ROOT / "services/grafana/provisioning"
     )
     assert Path(grafana["/var/lib/grafana/dashboards"]["source"]) == (
-        ROOT / "services/grafana/dashboards"
+        REPO_ROOT / "services/grafana/dashboards"
     )
     assert services["grafana"]["image"].startswith("grafana/grafana:11.6.")
     assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
     assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
 
     assert Path(mounts("alertmanager")["/etc/alertmanager"]["source"]) == (
-        ROOT / "services/alertmanager"
+        REPO_ROOT / "services/alertmanager"
     )
     assert services["nginx-exporter"]["command"][0] == (
         "--nginx.scrape-uri=http://nginx:8081/stub_status"

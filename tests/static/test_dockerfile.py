@@ -8,15 +8,16 @@ import fnmatch
 import json
 import os
 import re
-import shutil
 import subprocess
+import sys
 from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-API_DOCKERFILE = ROOT / "services" / "api" / "Dockerfile"
+from stack.paths import REPO_ROOT
+
+API_DOCKERFILE = REPO_ROOT / "services" / "api" / "Dockerfile"
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__"}
 
 
@@ -42,7 +43,7 @@ def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
 
 def repo_dockerfiles() -> list[Path]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(ROOT):
+    for dirpath, dirnames, filenames in os.walk(REPO_ROOT):
         dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
         for name in filenames:
             if (
@@ -173,7 +174,9 @@ def test_repo_has_the_api_dockerfile() -> None:
     assert API_DOCKERFILE in repo_dockerfiles()
 
 
-@pytest.mark.parametrize("dockerfile", repo_dockerfiles(), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "dockerfile", repo_dockerfiles(), ids=lambda p: str(p.relative_to(REPO_ROOT))
+)
 def test_hadolint_passes(dockerfile: Path) -> None:
     result = hadolint(dockerfile)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -233,13 +236,15 @@ def test_rules_catch_a_root_shell_form_image() -> None:
 
 def test_uv_sync_flags_select_exactly_the_runtime_dependencies(tmp_path: Path) -> None:
     """The Dockerfile's `uv sync` flags, dry-run against the real lock with the local uv."""
-    uv = shutil.which("uv")
-    assert uv, "uv is not on PATH"
+    # The uv that uv.lock pins (the lint group), beside this interpreter: never one from PATH,
+    # which a fresh machine does not have.
+    uv = Path(sys.executable).with_name("uv")
+    assert uv.is_file(), f"{uv} is missing: run `make install`"
     sync = next(a for k, a in instructions(API_DOCKERFILE.read_text()) if "uv sync" in a)
     flags = sync.split("uv sync", 1)[1].split()
     result = subprocess.run(
-        [uv, "sync", *flags, "--dry-run", "--offline", "--no-progress"],
-        cwd=ROOT,
+        [str(uv), "sync", *flags, "--dry-run", "--offline", "--no-progress"],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(tmp_path / "venv")},
@@ -274,7 +279,7 @@ def _dockerignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_local_state_out_and_the_build_inputs_in() -> None:
     patterns = [
         line.strip()
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     for excluded in (

@@ -5,25 +5,24 @@ The PromQL checks need promtool (Debian package `prometheus`); they are skipped 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-GRAFANA = ROOT / "services" / "grafana"
-GENERATOR = GRAFANA / "build_dashboards.py"
+from stack.grafana import panel_queries
+from stack.paths import GRAFANA_DIR, REPO_ROOT
+
+GRAFANA = GRAFANA_DIR
 DASHBOARD_DIR = GRAFANA / "dashboards"
 DATASOURCES_YML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARDS_YML = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
-CONTRACT = ROOT / "docs" / "CONTRACT.md"
+CONTRACT = REPO_ROOT / "docs" / "CONTRACT.md"
 
 DATASOURCE_UID = "prometheus"
 DASHBOARDS = {
@@ -88,21 +87,6 @@ LOADTEST_METRICS = {
 KNOWN_METRICS = {"up"} | API_METRICS | EXPORTER_METRICS | LOADTEST_METRICS
 
 
-def _load_helper() -> ModuleType:
-    # services/grafana is not a package; load the helper by path like the end-to-end tests will.
-    name = "grafana_panel_queries"
-    spec = importlib.util.spec_from_file_location(name, GRAFANA / "panel_queries.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-panel_queries = _load_helper()
-
-
 def _dashboards() -> list[dict[str, Any]]:
     dashboards: list[dict[str, Any]] = panel_queries.load_dashboards(DASHBOARD_DIR)
     return dashboards
@@ -110,7 +94,7 @@ def _dashboards() -> list[dict[str, Any]]:
 
 def _run_generator(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(GENERATOR), *map(str, args)],
+        [sys.executable, "-m", "stack.grafana.build", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -21,12 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from native.servers import free_port, stop_process
+from stack.paths import REPO_ROOT
+from stack.procs import free_port
+from stack.testing.tools import background, output, run_tool
 
-from .tooling import output, run_tool
-
-REPO = Path(__file__).resolve().parents[2]
-PROM_DIR = REPO / "services" / "prometheus"
+PROM_DIR = REPO_ROOT / "services" / "prometheus"
 CONFIG = PROM_DIR / "prometheus.yml"
 RULES_DIR = PROM_DIR / "rules"
 TESTS_DIR = PROM_DIR / "tests"
@@ -136,7 +135,7 @@ def test_scrape_config_matches_contract() -> None:
 
 @needs_promtool
 def test_promtool_check_config() -> None:
-    result = run_promtool("check", "config", CONFIG.relative_to(REPO))
+    result = run_promtool("check", "config", CONFIG.relative_to(REPO_ROOT))
     text = output(result)
     assert result.returncode == 0, text
     # `check config` also loads and checks every rule file the glob matches.
@@ -147,12 +146,14 @@ def test_promtool_check_config() -> None:
 
 @needs_promtool
 def test_promtool_check_rules() -> None:
-    result = run_promtool("check", "rules", *(p.relative_to(REPO) for p in RULE_FILES))
+    result = run_promtool("check", "rules", *(p.relative_to(REPO_ROOT) for p in RULE_FILES))
     text = output(result)
     assert result.returncode == 0, text
     found = dict(re.findall(r"Checking (\S+)\n\s+SUCCESS: (\d+) rules found", text))
     expected = {
-        str(path.relative_to(REPO)): str(sum(len(g["rules"]) for g in load_yaml(path)["groups"]))
+        str(path.relative_to(REPO_ROOT)): str(
+            sum(len(g["rules"]) for g in load_yaml(path)["groups"])
+        )
         for path in RULE_FILES
     }
     assert found == expected, text
@@ -160,7 +161,7 @@ def test_promtool_check_rules() -> None:
 
 @needs_promtool
 def test_promtool_rule_unit_tests_pass() -> None:
-    result = run_promtool("test", "rules", *(p.relative_to(REPO) for p in TEST_FILES))
+    result = run_promtool("test", "rules", *(p.relative_to(REPO_ROOT) for p in TEST_FILES))
     text = output(result)
     assert result.returncode == 0, text
     assert text.count("SUCCESS") == len(TEST_FILES), text
@@ -178,7 +179,7 @@ def api_target_labels(base: str) -> list[dict[str, str]] | None:
     return labels if len(labels) == 2 else None
 
 
-@pytest.mark.slow
+@pytest.mark.servers
 @needs_prometheus
 def test_api_relabeling_sets_replica_and_keeps_instance(tmp_path: Path) -> None:
     # What the native runner does: same api job, targets swapped for static addresses. The
@@ -194,25 +195,18 @@ def test_api_relabeling_sets_replica_and_keeps_instance(tmp_path: Path) -> None:
 
     port = free_port()
     log = tmp_path / "prometheus.log"
-    with log.open("w", encoding="utf-8") as log_file:
-        process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            labels = None
-            deadline = time.monotonic() + 20
-            while labels is None and time.monotonic() < deadline:
-                labels = api_target_labels(f"http://127.0.0.1:{port}")
-                time.sleep(0.2)
-        finally:
-            stop_process(process)
+    argv = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with background(argv, log):
+        labels = None
+        deadline = time.monotonic() + 20
+        while labels is None and time.monotonic() < deadline:
+            labels = api_target_labels(f"http://127.0.0.1:{port}")
+            time.sleep(0.2)
     assert labels is not None, log.read_text(encoding="utf-8")
     assert sorted((t["instance"], t["replica"]) for t in labels) == [
         ("10.0.0.2:8000", "10.0.0.2"),

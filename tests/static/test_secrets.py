@@ -20,8 +20,7 @@ from pydantic import SecretStr
 
 from app import security
 from app.config import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from stack.paths import REPO_ROOT
 
 # Formats that are a secret wherever they appear, whatever the variable is called.
 SECRET_FORMATS = {
@@ -51,13 +50,13 @@ CONFIG_NAMES = {"Makefile", "Dockerfile", ".dockerignore", ".gitignore", "run"}
 
 def tracked_files() -> list[Path]:
     result = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, timeout=30
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True, timeout=30
     )
-    return [ROOT / name for name in result.stdout.decode().split("\0") if name]
+    return [REPO_ROOT / name for name in result.stdout.decode().split("\0") if name]
 
 
 def _relative(path: Path) -> Path:
-    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
 
 
 def _is_test_code(path: Path) -> bool:
@@ -170,7 +169,7 @@ def test_the_scan_lets_references_and_empty_values_pass(tmp_path: Path) -> None:
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=30
+        ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=30
     )
 
 
@@ -191,7 +190,7 @@ def test_the_example_env_file_is_tracked_and_no_real_one_is() -> None:
 def test_secrets_are_empty_in_the_example_env() -> None:
     values = dict(
         line.split("=", 1)
-        for line in (ROOT / ".env.example").read_text().splitlines()
+        for line in (REPO_ROOT / ".env.example").read_text().splitlines()
         if "=" in line and not line.lstrip().startswith("#")
     )
     secrets = {key: value for key, value in values.items() if SECRET_NAME.search(key)}
@@ -251,7 +250,7 @@ DROPS_ROOT_ITSELF = {
 
 
 def _compose_services() -> dict[str, dict[str, Any]]:
-    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    document: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
     services: dict[str, dict[str, Any]] = document["services"]
     return services
 

@@ -1,5 +1,5 @@
 """Compose and the native runner describe one topology: same services, same config files, same
-published ports. Only addresses differ, and those come from native/topology.py."""
+published ports. Only addresses differ, and those come from stack/topology.py."""
 
 import re
 from pathlib import Path
@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from app.config import Settings
-from native.paths import REPO_ROOT
-from native.render import ALERTMANAGER_CONFIG, PROMETHEUS_DIR, REDIS_CONFIG, StackDirs, render_all
-from native.topology import LOADTEST_PROFILE, NOT_NATIVE, PORTS, SERVICES, Topology
+from stack.native.dirs import StackDirs
+from stack.native.render import render_all
+from stack.paths import ALERTMANAGER_DIR, PROMETHEUS_DIR, REDIS_CONFIG, REPO_ROOT
+from stack.topology import LOADTEST_PROFILE, NOT_NATIVE, PORTS, SERVICES, Topology
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
@@ -59,7 +60,7 @@ def _mounted_sources() -> set[Path]:
 def test_native_runner_uses_the_files_compose_mounts(tmp_path: Path) -> None:
     mounted = _mounted_sources()
     assert REDIS_CONFIG in mounted
-    assert ALERTMANAGER_CONFIG.parent in mounted
+    assert ALERTMANAGER_DIR in mounted
     assert PROMETHEUS_DIR in mounted
     assert REPO_ROOT / "services" / "nginx" / "nginx.conf" in mounted
 
@@ -73,7 +74,7 @@ def test_native_runner_uses_the_files_compose_mounts(tmp_path: Path) -> None:
     render_all(Topology.from_env(env), env, dirs, as_root=False)
     supervisor = dirs.supervisor_conf.read_text()
     assert str(REDIS_CONFIG) in supervisor
-    assert f"--config.file={ALERTMANAGER_CONFIG}" in supervisor
+    assert f"--config.file={ALERTMANAGER_DIR / 'alertmanager.yml'}" in supervisor
     # nginx runs the shared nginx.conf unchanged; only conf.d/ is rendered.
     shared = (REPO_ROOT / "services" / "nginx" / "nginx.conf").read_bytes()
     assert (dirs.run / "nginx" / "nginx.conf").read_bytes() == shared

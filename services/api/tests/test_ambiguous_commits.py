@@ -15,8 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.utils.factories import create_item, create_user
-from tests.utils.problems import assert_problem
+from stack.testing.api import assert_problem, create_item, create_user
 
 
 async def _cached(client: httpx.AsyncClient, url: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from app.cache import ItemCache
 from app.models import Item
 from app.routes.items import _item_json
-from tests.utils.factories import create_item, create_user
+from stack.testing.api import create_item, create_user
 
 
 async def test_miss_then_hit_then_invalidated_by_write(client: httpx.AsyncClient) -> None:

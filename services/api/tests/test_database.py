@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.database import Read, Reader, create_engine
 from app.models import Item, User
-from tests.conftest import Servers
-from tests.utils.factories import create_item, create_user
+from stack.servers import Servers
+from stack.testing.api import create_item, create_user
 
 
 @pytest.fixture

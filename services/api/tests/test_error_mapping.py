@@ -5,13 +5,11 @@ from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.exc import DBAPIError, InternalError
 
 from app.main import create_app
-from tests.conftest import Servers, make_settings
-from tests.utils.factories import create_item, create_user
-from tests.utils.problems import assert_problem
+from stack.testing.api import assert_problem, create_item, create_user
+from stack.testing.asgi import MakeSettings, Serve
 
 
 async def test_a_body_that_is_not_json_is_415(client: httpx.AsyncClient) -> None:
@@ -85,9 +83,11 @@ class _DriverError(Exception):
 
 
 @pytest.fixture(scope="module")
-async def failing_client(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
+async def failing_client(
+    make_settings: MakeSettings, serve: Serve
+) -> AsyncIterator[httpx.AsyncClient]:
     """An app whose route raises the database error the test names."""
-    app = create_app(make_settings(servers))
+    app = create_app(make_settings())
 
     @app.get("/fail/{sqlstate}")
     async def fail(sqlstate: str) -> None:
@@ -95,10 +95,8 @@ async def failing_client(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
             raise InternalError("ROLLBACK", None, _DriverError(None))
         raise DBAPIError("SELECT 1", None, _DriverError(sqlstate))
 
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
-            yield c
+    async with serve(app=app, raise_app_exceptions=False) as client:
+        yield client
 
 
 @pytest.mark.parametrize(

@@ -4,27 +4,27 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
+from app.config import Settings
 from app.main import create_app
 from app.observability.logging import JsonFormatter
-from tests.conftest import Servers, make_settings
-from tests.utils.problems import assert_problem
+from stack.testing.api import assert_problem
+from stack.testing.asgi import MakeSettings, Serve
 
 
 @pytest.fixture
-async def crashing_client(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(servers))
+async def crashing_client(
+    make_settings: MakeSettings, serve: Serve
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings())
 
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret-internal-detail")
 
-    async with LifespanManager(app):
-        # The server error middleware re-raises after answering, as under Uvicorn.
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
-            yield c
+    # The server error middleware re-raises after answering, as under Uvicorn.
+    async with serve(app=app, raise_app_exceptions=False) as client:
+        yield client
 
 
 async def test_unexpected_exception_is_a_500_problem_that_leaks_nothing(
@@ -48,19 +48,14 @@ async def test_unexpected_exception_is_a_500_problem_that_leaks_nothing(
     assert "crash-1" in logged
 
 
-async def test_docs_can_be_turned_off(servers: Servers) -> None:
+async def test_docs_can_be_turned_off(make_settings: MakeSettings, serve: Serve) -> None:
     for enabled, status in ((True, 200), (False, 404)):
-        app = create_app(make_settings(servers, docs_enabled=enabled))
-        async with LifespanManager(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
-                assert (await c.get("/docs")).status_code == status
-                assert (await c.get("/openapi.json")).status_code == status
+        async with serve(make_settings(docs_enabled=enabled)) as client:
+            assert (await client.get("/docs")).status_code == status
+            assert (await client.get("/openapi.json")).status_code == status
 
 
-def test_placeholder_secrets_are_refused_in_production(servers: Servers) -> None:
-    from app.config import Settings
-
+def test_placeholder_secrets_are_refused_in_production() -> None:
     with pytest.raises(ValueError, match="POSTGRES_PASSWORD"):
         Settings(_env_file=None, app_env="production", postgres_password="changethis")
     assert Settings(_env_file=None, app_env="production", postgres_password="s3cr3t-Value")

@@ -7,13 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from app.main import create_app
-from native.servers import free_port
-from tests.conftest import Servers, make_settings
-from tests.utils.factories import create_item, create_user
-from tests.utils.problems import assert_problem
+from stack.procs import free_port
+from stack.servers import Servers
+from stack.testing.api import assert_problem, create_item, create_user
+from stack.testing.asgi import MakeSettings, Serve
 
 
 def _cache_errors(metrics_text: str) -> float:
@@ -69,18 +67,16 @@ def black_hole() -> Iterator[int]:
 
 
 @pytest.fixture
-async def slow_cache_client(servers: Servers, black_hole: int) -> AsyncIterator[httpx.AsyncClient]:
+async def slow_cache_client(
+    make_settings: MakeSettings, serve: Serve, black_hole: int
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings(
-        servers,
         redis_url=f"redis://127.0.0.1:{black_hole}/0",
         redis_socket_timeout_seconds=0.2,
         cache_retry_after_seconds=5,
     )
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
-            yield c
+    async with serve(settings) as client:
+        yield client
 
 
 async def test_a_hung_redis_costs_at_most_one_socket_timeout(

@@ -16,8 +16,8 @@ from app.redis_pipe import (
     RedisTimeoutError,
     Script,
 )
-from native.servers import RedisServer, free_port
-from tests.conftest import Servers
+from stack.procs import free_port
+from stack.servers import RedisServer, Servers
 
 
 def _pipe(url: str, timeout: float = 1.0) -> PipelinedRedis:

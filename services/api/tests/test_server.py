@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Servers
-from tests.utils.process import api_process
+from stack.servers import Servers, api_process
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from app.observability.context import request_id_var
 from app.observability.logging import AccessLog, JsonFormatter, LoopBatchingStreamHandler
-from tests.utils.factories import create_user
+from stack.testing.api import create_user
 
 
 @pytest.fixture

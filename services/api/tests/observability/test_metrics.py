@@ -1,10 +1,8 @@
 import httpx
-from asgi_lifespan import LifespanManager
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.main import create_app
-from tests.conftest import Servers, make_settings
-from tests.utils.factories import create_item, create_user
+from stack.testing.api import create_item, create_user
+from stack.testing.asgi import MakeSettings, Serve
 
 
 async def _samples(
@@ -94,13 +92,12 @@ async def test_requests_no_route_matched_share_one_handler_label(
     )
 
 
-async def test_metrics_enabled_false_records_no_http_series(servers: Servers) -> None:
-    app = create_app(make_settings(servers, metrics_enabled=False))
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-            await client.get("/items/987654321")
-            samples = await _samples(client)
+async def test_metrics_enabled_false_records_no_http_series(
+    make_settings: MakeSettings, serve: Serve
+) -> None:
+    async with serve(make_settings(metrics_enabled=False)) as client:
+        await client.get("/items/987654321")
+        samples = await _samples(client)
     names = {name for name, _ in samples}
     assert not any(name.startswith("http_request") for name in names), names
     # Everything else is still served: the replica stays a healthy scrape target.

@@ -3,8 +3,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.utils.factories import create_item, create_user
-from tests.utils.problems import assert_problem
+from stack.testing.api import assert_problem, create_item, create_user
 
 
 async def test_item_lifecycle(client: httpx.AsyncClient) -> None:

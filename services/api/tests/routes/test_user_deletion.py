@@ -2,8 +2,7 @@
 
 import httpx
 
-from tests.utils.factories import create_item, create_user
-from tests.utils.problems import assert_problem
+from stack.testing.api import assert_problem, create_item, create_user
 
 
 async def test_deleting_a_user_deletes_its_items_and_their_cache_entries(

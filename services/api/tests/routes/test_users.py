@@ -1,7 +1,6 @@
 import httpx
 
-from tests.utils.factories import create_user, unique_email
-from tests.utils.problems import assert_problem
+from stack.testing.api import assert_problem, create_user, unique_email
 
 
 async def test_create_user_returns_token_once(client: httpx.AsyncClient) -> None:

@@ -11,45 +11,15 @@ import glob
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import time
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-
-class ServerError(RuntimeError):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise ServerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
-
-
-def stop_process(
-    process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
-) -> None:
-    """Ask a child to stop with `sig` (SIGQUIT: nginx's graceful stop); kill it after `timeout`."""
-    process.send_signal(sig)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
+from stack.paths import API_DIR
+from stack.procs import ServerError, free_port, wait_for_port
 
 
 def postgres_bindir() -> Path:
@@ -186,3 +156,91 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+@dataclass
+class Servers:
+    """A PostgreSQL and a Redis for the API: throwaway ones, or the caller's (then both None)."""
+
+    database_url: str
+    redis_url: str
+    postgres: PostgresServer | None = None
+    redis: RedisServer | None = None
+
+
+@contextlib.contextmanager
+def throwaway_servers(
+    database_url: str | None = None, redis_url: str | None = None
+) -> Iterator[Servers]:
+    """A fresh PostgreSQL cluster and Redis on free loopback ports, unless URLs are given."""
+    with tempfile.TemporaryDirectory(prefix="api-servers-") as tmp:
+        postgres = redis = None
+        try:
+            if not database_url:
+                # As root PostgreSQL runs as its own user, which must reach its data folder.
+                os.chmod(tmp, 0o755)  # noqa: S103
+                postgres = PostgresServer(Path(tmp) / "pg" / "data", free_port())
+                postgres.init()
+                postgres.start()
+                postgres.create_database()
+            if not redis_url:
+                redis = RedisServer(free_port())
+                redis.start()
+            yield Servers(
+                database_url=database_url or postgres.url,  # type: ignore[union-attr]
+                redis_url=redis_url or redis.url,  # type: ignore[union-attr]
+                postgres=postgres,
+                redis=redis,
+            )
+        finally:
+            if redis is not None:
+                redis.stop()
+            if postgres is not None and postgres.is_running():
+                postgres.stop()
+
+
+def migrate(database_url: str) -> None:
+    """Apply the migrations the way deployments do: `alembic upgrade head` in a process."""
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(API_DIR / "alembic.ini"), "upgrade", "head"],
+        cwd=API_DIR,
+        env={**os.environ, "DATABASE_URL": database_url},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@contextlib.contextmanager
+def api_process(
+    servers: Servers, replica_name: str, grace_seconds: int = 10
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The real entry point, `python -m app`, on a free port: yields the process (stderr piped:
+    its JSON log) and its port; killed if still running at the end."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
+        "API_HOST": "127.0.0.1",
+        "API_PORT": str(port),
+        "REPLICA_NAME": replica_name,
+        "SHUTDOWN_GRACE_SECONDS": str(grace_seconds),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app"],
+        cwd=API_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, timeout=30)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()

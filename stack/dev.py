@@ -8,11 +8,10 @@ import os
 import subprocess
 import sys
 
-from native.envfile import ensure_env
-from native.paths import REPO_ROOT, data_root
-from native.servers import PostgresServer, RedisServer, free_port
-
-API_DIR = REPO_ROOT / "services" / "api"
+from stack.envfile import ensure_env
+from stack.paths import API_DIR, REPO_ROOT, data_root
+from stack.procs import free_port
+from stack.servers import PostgresServer, RedisServer
 
 
 def main() -> int:

@@ -1,11 +1,9 @@
-"""The native stack: `python -m native.stack up|down|ps|logs|clean`, run by `make` when no Docker
-engine answers. supervisord keeps every process; this module renders its configuration, starts
-the programs in dependency order (as Compose's `depends_on` conditions do) and waits for health.
-"""
+"""The native stack's lifecycle: supervisord keeps every process; `up` renders its configuration,
+starts the programs in dependency order (as Compose's `depends_on` conditions do) and waits for
+each to be healthy; `down` stops them all."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -15,13 +13,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-from native.envfile import ensure_env
-from native.paths import REPO_ROOT, data_root
-from native.render import API_DIR, StackDirs, render_all
-from native.servers import PostgresServer, ServerError, postgres_bindir, wait_for_port
-from native.topology import Topology
+from stack.native.dirs import StackDirs
+from stack.native.render import render_all
+from stack.paths import API_DIR, data_root
+from stack.procs import ServerError, port_open
+from stack.servers import PostgresServer, postgres_bindir
+from stack.topology import Topology
 
 # Binary → Debian package that provides it.
 DEBIAN_PACKAGES = {
@@ -56,7 +54,7 @@ def _missing_packages() -> list[str]:
 
 
 def ensure_packages() -> None:
-    # `make up` runs native/system-deps.sh first; this catches a direct `python -m native.stack`.
+    # `make up` runs stack/system-deps.sh first; this catches a direct `python -m stack.native`.
     missing = _missing_packages()
     if missing:
         raise StackError(
@@ -71,7 +69,7 @@ def _log_tail(dirs: StackDirs, program: str, lines: int = 20) -> str:
     return f"--- last lines of {log} ---\n" + "\n".join(log.read_text().splitlines()[-lines:])
 
 
-def _supervisorctl(dirs: StackDirs, *args: str, check: bool = True) -> str:
+def supervisorctl(dirs: StackDirs, *args: str, check: bool = True) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(dirs.supervisor_conf), *args],
         capture_output=True,
@@ -119,11 +117,7 @@ def _http_ok(url: str) -> Callable[[], bool]:
 
 
 def _port_open(port: int) -> Callable[[], bool]:
-    def check() -> bool:
-        wait_for_port(port, timeout=0.5)
-        return True
-
-    return check
+    return lambda: port_open(port)
 
 
 def _postgres(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> PostgresServer:
@@ -183,10 +177,10 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
         _wait("supervisord", (dirs.run / "supervisor.sock").exists, dirs, "supervisord")
     else:
         # Already up: pick up a changed replica count or config, keep what did not change.
-        _supervisorctl(dirs, "reread")
-        _supervisorctl(dirs, "update")
+        supervisorctl(dirs, "reread")
+        supervisorctl(dirs, "update")
 
-    _supervisorctl(dirs, "start", "postgres", "redis")
+    supervisorctl(dirs, "start", "postgres", "redis")
     bindir = postgres_bindir()
     _wait(
         "postgres",
@@ -203,22 +197,22 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     _wait("redis", _port_open(topology.ports["redis"]), dirs, "redis")
     _migrate(topology, env)
 
-    _supervisorctl(dirs, "start", "api:*")
+    supervisorctl(dirs, "start", "api:*")
     for replica, port in enumerate(topology.api_ports, start=1):
         _wait(
             f"api-{replica}", _http_ok(f"http://{topology.host}:{port}/health/ready"), dirs,
             f"api-{replica}",
         )  # fmt: skip
-    _supervisorctl(dirs, "start", "nginx")
+    supervisorctl(dirs, "start", "nginx")
     _wait("nginx", _http_ok(f"{topology.url('nginx-internal')}/healthz"), dirs, "nginx")
     exporters = ("nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter")
-    _supervisorctl(dirs, "start", *exporters, "alertmanager")
+    supervisorctl(dirs, "start", *exporters, "alertmanager")
     for name in exporters:
         _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)
     _wait("alertmanager", _http_ok(f"{topology.url('alertmanager')}/-/ready"), dirs, "alertmanager")
-    _supervisorctl(dirs, "start", "pushgateway")
+    supervisorctl(dirs, "start", "pushgateway")
     _wait("pushgateway", _http_ok(f"{topology.url('pushgateway')}/-/ready"), dirs, "pushgateway")
-    _supervisorctl(dirs, "start", "prometheus")
+    supervisorctl(dirs, "start", "prometheus")
     _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
 
 
@@ -227,70 +221,9 @@ def down(dirs: StackDirs) -> None:
     if pid is None:
         return
     # Stops every program (each with its own grace period, signals to the whole group).
-    _supervisorctl(dirs, "shutdown", check=False)
+    supervisorctl(dirs, "shutdown", check=False)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and supervisord_pid(dirs) is not None:
         time.sleep(0.2)
     if supervisord_pid(dirs) is not None:
         raise StackError(f"supervisord (pid {pid}) did not stop within 120 s")
-
-
-def print_urls(topology: Topology) -> None:
-    prometheus = topology.url("prometheus")
-    print(
-        "\nThe native stack is up (Grafana needs Docker; its panels' queries run in Prometheus):\n"
-        f"  API through nginx   {topology.url('nginx')}   (docs: {topology.url('nginx')}/docs)\n"
-        f"  Prometheus          {prometheus}/classic/targets\n"
-        f"  Alertmanager        {topology.url('alertmanager')}\n"
-        f"  Data and logs       {stack_dirs().root}\n",
-        flush=True,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="native.stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "ps", "logs", "clean", "render"])
-    parser.add_argument("services", nargs="*", help="for logs: only these programs")
-    args = parser.parse_args(argv)
-    # STACK_ENV_FILE lets tests run a stack without touching the checkout's .env.
-    env_file = Path(os.environ.get("STACK_ENV_FILE", REPO_ROOT / ".env"))
-    env = {
-        **ensure_env(REPO_ROOT, env_file),
-        **{k: v for k, v in os.environ.items() if k.isupper()},
-    }
-    topology = Topology.from_env(env)
-    dirs = stack_dirs()
-    try:
-        if args.command == "up":
-            ensure_packages()
-            start = time.monotonic()
-            up(env, topology, dirs)
-            print_urls(topology)
-            print(f"healthy in {time.monotonic() - start:.1f}s")
-        elif args.command == "render":
-            render_all(topology, env, dirs, as_root=os.geteuid() == 0)
-        elif args.command == "down":
-            down(dirs)
-        elif args.command == "ps":
-            if supervisord_pid(dirs) is None:
-                print("the native stack is not running")
-                return 0
-            print(_supervisorctl(dirs, "status", check=False), end="")
-        elif args.command == "logs":
-            names = args.services or ["*"]
-            files = sorted({str(p) for n in names for p in dirs.logs.glob(f"{n}.log")})
-            if not files:
-                raise StackError(f"no logs under {dirs.logs}")
-            os.execvp("tail", ["tail", "-n", "50", "-F", *files])  # noqa: S606
-        elif args.command == "clean":
-            down(dirs)
-            shutil.rmtree(dirs.root, ignore_errors=True)
-            print(f"removed {dirs.root}")
-    except StackError as exc:
-        print(f"native stack: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,9 +5,7 @@ would produce) and replaces Grafana's template variables the way Grafana would w
 dashboard's default selection, so the static tests can syntax-check the queries with promtool and
 an end-to-end test can evaluate each one against a live Prometheus.
 
-Standard library only, so any test can load it without the Grafana SDK:
-
-    spec = importlib.util.spec_from_file_location("panel_queries", path_to_this_file)
+It needs no Grafana SDK: only the JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
+from stack.paths import GRAFANA_DIR
+
+DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 
 # Grafana's own variable syntaxes: $name, ${name}, ${name:format} and the deprecated [[name]].
 # `$1`-style capture references (label_replace) do not start with a letter or `_` and are kept.

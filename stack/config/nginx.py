@@ -1,16 +1,15 @@
 """Render the native variant of nginx's conf.d/ includes next to a copy of nginx.conf.
 
-nginx.conf is shared with Compose; only the four includes it names under conf.d/ differ (Compose's
-are committed in services/nginx/compose/). nginx resolves relative `include` paths against the
-directory of the -c file, so the native runner gets its own directory with a copy of nginx.conf
-and the rendered includes, and the repository is never written to:
+services/nginx/nginx.conf is shared with Compose; only the four includes it names under conf.d/
+differ (Compose's are committed in services/nginx/compose/). nginx resolves relative `include`
+paths against the directory of the -c file, so the native runner gets its own directory with a
+copy of nginx.conf and the rendered includes, and the repository is never written to:
 
-    from render import nginx_command, render_nginx   # services/nginx on sys.path
     conf = render_nginx(data_dir / "nginx", ["127.0.0.1:8001", "127.0.0.1:8002"], 8080, 8081)
     subprocess.Popen(nginx_command(data_dir / "nginx"))
 
-or, from a shell: `python services/nginx/render.py DIR --upstream 127.0.0.1:8001 ...`, which
-prints the command line to run. This module imports nothing outside the standard library.
+or, from a shell: `python -m stack.config.nginx DIR --upstream 127.0.0.1:8001 ...`, which prints
+the command line to run.
 """
 
 from __future__ import annotations
@@ -23,8 +22,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-NGINX_CONF = Path(__file__).with_name("nginx.conf")
-COMPOSE_INCLUDES = Path(__file__).with_name("compose")
+from stack.paths import NGINX_DIR
+
+NGINX_CONF = NGINX_DIR / "nginx.conf"
+COMPOSE_INCLUDES = NGINX_DIR / "compose"
 INCLUDE_DIR = "conf.d"
 INCLUDE_FILES = ("http.conf", "upstream.conf", "listen.conf", "internal_listen.conf")
 
@@ -91,7 +92,7 @@ def render_nginx(
         raise ValueError(f"conf_dir must be a plain path (nginx_command puts it in -g): {conf_dir}")
     include_dir = conf_dir / INCLUDE_DIR
     include_dir.mkdir(parents=True, exist_ok=True)
-    header = "# Rendered by services/nginx/render.py for a native run; edits are overwritten.\n"
+    header = "# Rendered by stack/config/nginx.py for a native run; edits are overwritten.\n"
     server_lines = "".join(
         f"server {host} max_fails={max_fails} fail_timeout={fail_timeout};\n" for host in hosts
     )

@@ -1,16 +1,14 @@
 """Generate the provisioned Grafana dashboards from code.
 
-Grafana loads the JSON files in `dashboards/`; this script is their only source. Change the
-panels here, run the script, and commit code and JSON together. `--check` (run by the static
-tests) fails when the committed JSON is not exactly what this code generates, so hand edits to
-the JSON, or code changes without a regeneration, cannot slip through.
+Grafana loads the JSON files in `services/grafana/dashboards/`; this module is their only
+source. Change the panels here, run `make dashboards`, and commit code and JSON together.
+`--check` (run by the static tests) fails when the committed JSON is not exactly what this code
+generates, so hand edits to the JSON, or code changes without a regeneration, cannot slip through.
 
-Every `*.json` in `dashboards/` is treated as generated: files this script no longer produces are
+Every `*.json` in that folder is treated as generated: files this script no longer produces are
 deleted on write and reported by `--check`.
 
-Usage (from the repository root):
-    uv run python services/grafana/build_dashboards.py          # (re)write dashboards/*.json
-    uv run python services/grafana/build_dashboards.py --check  # exit 1 if they are stale
+Usage: `make dashboards` (python -m stack.grafana.build), or `--check` to exit 1 if they are stale.
 """
 
 from __future__ import annotations
@@ -46,7 +44,9 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
-DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
+from stack.paths import GRAFANA_DIR
+
+DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 
 # Must equal the uid in provisioning/datasources/prometheus.yml. A fixed uid (instead of the
 # datasource name or "default") keeps the dashboards portable to any Grafana that provisions the
@@ -1033,8 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = check(args.output_dir, expected)
         if problems:
             print(
-                f"{len(problems)} dashboard file(s) out of date; run "
-                "`uv run python services/grafana/build_dashboards.py`:",
+                f"{len(problems)} dashboard file(s) out of date; run `make dashboards`:",
                 file=sys.stderr,
             )
             for problem in problems:

@@ -1,10 +1,18 @@
-"""Where the native runners keep data and logs (git-ignored)."""
+"""Where things are: the checkout, the services' folders, where runners keep data (git-ignored)."""
 
 import hashlib
 import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVICES_DIR = REPO_ROOT / "services"
+API_DIR = SERVICES_DIR / "api"
+NGINX_DIR = SERVICES_DIR / "nginx"
+PROMETHEUS_DIR = SERVICES_DIR / "prometheus"
+ALERTMANAGER_DIR = SERVICES_DIR / "alertmanager"
+GRAFANA_DIR = SERVICES_DIR / "grafana"
+REDIS_CONFIG = SERVICES_DIR / "redis" / "redis.conf"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 
 def _reachable_by_others(path: Path) -> bool:

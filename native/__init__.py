@@ -1,1 +1,0 @@
-"""Run the stack's servers as local processes (no Docker)."""

@@ -1,0 +1,1 @@
+"""Renderers that turn the committed service configs into a runner's variant of them."""

@@ -1,0 +1,64 @@
+"""services/prometheus/prometheus.yml with Compose's addresses swapped for loopback ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stack.paths import PROMETHEUS_DIR
+from stack.topology import Topology
+
+
+def _native_target(target: str, topology: Topology) -> list[str]:
+    host, _, _port = target.rpartition(":")
+    if host in ("localhost", "prometheus"):
+        return [topology.address("prometheus")]
+    if host == "api":
+        return topology.api_addresses
+    if host in topology.ports:
+        return [topology.address(host)]
+    raise ValueError(f"prometheus.yml names {target!r}, which the native topology does not know")
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration ("15s", "500ms", "1m") in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in sorted(units, key=len, reverse=True):
+        if duration.endswith(unit):
+            return float(duration[: -len(unit)]) * units[unit]
+    raise ValueError(f"not a Prometheus duration: {duration!r}")
+
+
+def _shorter(a: str, b: str) -> str:
+    return a if seconds(a) <= seconds(b) else b
+
+
+def render_prometheus(topology: Topology, target: Path) -> Path:
+    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting."""
+    config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config.setdefault("global", {})["scrape_interval"] = topology.scrape_interval
+    config["global"]["evaluation_interval"] = topology.scrape_interval
+    # Prometheus refuses a timeout longer than the interval; tests scrape every second.
+    config["global"]["scrape_timeout"] = _shorter(
+        config["global"].get("scrape_timeout", "10s"), topology.scrape_interval
+    )
+    config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config["rule_files"]]
+    for job in config["scrape_configs"]:
+        targets: list[str] = []
+        for static in job.pop("static_configs", []):
+            for address in static["targets"]:
+                targets += _native_target(address, topology)
+        for dns in job.pop("dns_sd_configs", []):
+            # Compose finds replicas through DNS; natively they are a rendered list.
+            targets += _native_target(f"{dns['names'][0]}:{dns['port']}", topology)
+        job["static_configs"] = [{"targets": targets}]
+    for alerting in config.get("alerting", {}).get("alertmanagers", []):
+        for static in alerting.get("static_configs", []):
+            static["targets"] = [topology.address("alertmanager")]
+    target.write_text(
+        "# Rendered by stack/config/prometheus.py from services/prometheus/prometheus.yml.\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
+    return target

@@ -1,0 +1,206 @@
+"""A throwaway native stack on free loopback ports in a folder of its own.
+
+The end-to-end tests, the chaos suite and the benchmarks each start one, so they never touch the
+stack a user brought up with `make up` (default ports, the checkout's .env and data).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from stack.paths import REPO_ROOT
+from stack.procs import free_block, free_port, port_open
+from stack.topology import API_BASE_PORT, PORTS, Topology
+
+# Settings of the caller's own environment that would steer the stack elsewhere.
+_FOREIGN = ("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_")
+
+
+def ephemeral_env(data_dir: Path, replicas: int, **settings: str) -> dict[str, str]:
+    """The environment for `python -m stack.native` to run a stack of its own in data_dir."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_FOREIGN)}
+    env |= {var: str(free_port()) for var, _ in PORTS.values()}
+    env |= {
+        API_BASE_PORT[0]: str(free_block(replicas)),
+        "API_REPLICAS": str(replicas),
+        "STACK_DATA_DIR": str(data_dir),
+        "STACK_ENV_FILE": str(data_dir / ".env"),
+        **settings,
+    }
+    return env
+
+
+@dataclass
+class EphemeralStack:
+    topology: Topology
+    data_dir: Path
+    env: dict[str, str]
+
+    @classmethod
+    def prepare(cls, data_dir: Path, replicas: int, **settings: str) -> Self:
+        # As root PostgreSQL runs as its own user, which must reach its data folder.
+        data_dir.chmod(0o755)
+        env = ephemeral_env(data_dir, replicas, **settings)
+        return cls(Topology.from_env(env), data_dir, env)
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stack.native", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def supervisorctl(self, *args: str) -> str:
+        conf = self.data_dir / "stack" / "run" / "supervisord.conf"
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return result.stdout
+
+    def pid(self, program: str) -> int:
+        """The pid supervisord has for a program ("api:api-2", "postgres"); 0 when not running."""
+        return int(self.supervisorctl("pid", program).strip() or 0)
+
+    def log(self, program: str) -> str:
+        return (self.data_dir / "stack" / "logs" / f"{program}.log").read_text(errors="replace")
+
+    def secret(self, key: str) -> str:
+        for line in (self.data_dir / ".env").read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    @property
+    def nginx(self) -> str:
+        return self.topology.url("nginx")
+
+    @property
+    def prometheus(self) -> str:
+        return self.topology.url("prometheus")
+
+    def replica_url(self, replica: int) -> str:
+        return f"http://{self.topology.api_addresses[replica - 1]}"
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
+        )
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+    def wait_for(
+        self, promql: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        result: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if predicate(result):
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"{promql} never satisfied the check; last result: {result}")
+
+    def alerts(self) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.prometheus}/api/v1/alerts", timeout=10)
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
+        return alerts
+
+    def served_by(self, request_ids: set[str]) -> set[str]:
+        """Addresses of the replicas whose own access log shows any of these requests.
+
+        The replicas' logs, not nginx's: a replica writes its line at the end of its loop turn,
+        while nginx buffers its access log for up to a second (flush=1s).
+        """
+        return {
+            address
+            for replica, address in enumerate(self.topology.api_addresses, start=1)
+            if any(rid in self.log(f"api-{replica}") for rid in request_ids)
+        }
+
+    def wait_for_full_pool(self, timeout: float = 60) -> float:
+        """Until nginx sends traffic to every replica again; returns the seconds it took.
+
+        A replica that failed stays out of nginx's pool for fail_timeout (10 s) after it is
+        healthy again, so "healthy" alone does not mean "serving".
+        """
+        start = time.monotonic()
+        expected = set(self.topology.api_addresses)
+        with httpx.Client(base_url=self.nginx, timeout=10) as client:
+            while time.monotonic() - start < timeout:
+                ids = {f"pool-{time.monotonic_ns()}-{n}" for n in range(12)}
+                for rid in ids:
+                    # Answered by the API alone (422, no database or cache) and, unlike /health,
+                    # written to its access log.
+                    client.get("/items/0", headers={"X-Request-ID": rid})
+                time.sleep(0.1)  # the replica writes its line at the end of its loop turn
+                if self.served_by(ids) >= expected:
+                    return time.monotonic() - start
+                time.sleep(0.2)
+        raise AssertionError(f"nginx did not route to every replica within {timeout:.0f}s")
+
+    def leftovers(self) -> list[str]:
+        """Command lines of processes that still belong to this stack (none after `down`)."""
+        found = []
+        data_dir = str(self.data_dir)
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if data_dir in cmdline or f"STACK_DATA_DIR={data_dir}".encode() in environ:
+                found.append(cmdline)
+        return found
+
+    def listening_ports(self) -> list[int]:
+        ports = [*self.topology.ports.values(), *self.topology.api_ports]
+        return [port for port in ports if port_open(port)]
+
+
+@contextmanager
+def throwaway_stack(prefix: str, replicas: int, **settings: str) -> Iterator[EphemeralStack]:
+    """Up on entry; on exit `make down` (the command a user runs), which must succeed and leave
+    no process and no listening port of the stack behind."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        stack = EphemeralStack.prepare(Path(tmp), replicas, **settings)
+        started = stack.run("up")
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield stack
+        finally:
+            stopped = subprocess.run(
+                ["make", "down"],
+                cwd=REPO_ROOT,
+                env={**stack.env, "STACK": "native"},
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+            assert stack.leftovers() == []
+            assert stack.listening_ports() == []

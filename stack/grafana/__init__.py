@@ -1,0 +1,1 @@
+"""Grafana: the dashboards' generator and the queries of every provisioned panel."""

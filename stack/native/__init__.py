@@ -1,0 +1,1 @@
+"""The Compose topology as supervised local processes (Debian's binaries, no Docker)."""

@@ -1,0 +1,30 @@
+"""Every file the native stack runs from, rendered into its run folder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stack.config.nginx import render_nginx
+from stack.config.prometheus import render_prometheus
+from stack.config.supervisor import render_supervisor
+from stack.native.dirs import StackDirs
+from stack.topology import Topology
+
+
+def render_all(
+    topology: Topology, env: Mapping[str, str], dirs: StackDirs, *, as_root: bool
+) -> None:
+    for folder in (dirs.run, dirs.logs, dirs.prometheus, dirs.alertmanager):
+        folder.mkdir(parents=True, exist_ok=True)
+    render_nginx(
+        dirs.nginx,
+        topology.api_addresses,
+        topology.ports["nginx"],
+        topology.ports["nginx-internal"],
+        listen_host=topology.host,
+        internal_listen_host=topology.host,
+        access_log="/dev/stdout",
+        rate=env.get("NGINX_RATE_LIMIT", "1000r/s"),
+    )
+    render_prometheus(topology, dirs.run / "prometheus.yml")
+    render_supervisor(topology, env, dirs, as_root=as_root)

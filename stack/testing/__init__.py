@@ -1,0 +1,1 @@
+"""What the test suites share: fixtures (a pytest plugin) and helpers that speak to the API."""

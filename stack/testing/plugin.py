@@ -12,7 +12,7 @@ import pytest
 # Fixture name → the mark every test that uses it (directly or through other fixtures) gets.
 FIXTURE_MARKS = {
     "servers": "servers",
-    "native_stack": "stack",
+    "live_stack": "stack",
     "chaos_stack": "stack",
     "compose_stack": "engine",
     "engine": "engine",

@@ -10,7 +10,7 @@ REPLICAS = 3
 
 
 @pytest.fixture(scope="session")
-def native_stack() -> Iterator[EphemeralStack]:
+def live_stack() -> Iterator[EphemeralStack]:
     # Its exit runs `make down` and fails the session if anything of the stack is left running.
     with throwaway_stack(
         "native-stack-",

@@ -26,9 +26,9 @@ DEEP = b"[" * 2000 + b"]" * 2000 + b"}"
 
 
 @pytest.fixture(scope="module")
-def client(native_stack: EphemeralStack) -> Iterator[httpx.Client]:
-    wait_until_serving(native_stack.nginx)
-    with httpx.Client(base_url=native_stack.nginx, timeout=30) as c:
+def client(live_stack: EphemeralStack) -> Iterator[httpx.Client]:
+    wait_until_serving(live_stack.nginx)
+    with httpx.Client(base_url=live_stack.nginx, timeout=30) as c:
         yield c
 
 
@@ -38,11 +38,11 @@ def user(client: httpx.Client) -> ApiUser:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def replica_pids(native_stack: EphemeralStack) -> list[str]:
+def replica_pids(live_stack: EphemeralStack) -> list[str]:
     """Taken before the first case, compared after the last."""
     return [
-        native_stack.supervisorctl("pid", f"api:api-{r}")
-        for r in range(1, native_stack.topology.replicas + 1)
+        live_stack.supervisorctl("pid", f"api:api-{r}")
+        for r in range(1, live_stack.topology.replicas + 1)
     ]
 
 
@@ -140,14 +140,14 @@ SQL_SHAPED = [
 
 @pytest.mark.parametrize("text", UNICODE + SQL_SHAPED)
 def test_text_is_stored_and_returned_verbatim(
-    client: httpx.Client, user: ApiUser, native_stack: EphemeralStack, text: str
+    client: httpx.Client, user: ApiUser, live_stack: EphemeralStack, text: str
 ) -> None:
     item = new_item(client, user, name=text[:200], description=text)
     assert (item["name"], item["description"]) == (text[:200], text)
     # Read back from the database (a list page has no cache) and from every replica.
     listed = client.get("/items", params={"cursor": item["id"] - 1, "limit": 1}).json()
     assert listed["data"][0]["description"] == text
-    for port in native_stack.topology.api_ports:
+    for port in live_stack.topology.api_ports:
         got = httpx.get(f"http://127.0.0.1:{port}/items/{item['id']}", timeout=10)
         assert got.json()["description"] == text
 
@@ -191,9 +191,9 @@ def test_out_of_range_and_sql_shaped_parameters(
         "/docs/../../../../proc/self/environ",
     ],
 )
-def test_path_traversal_reaches_no_file(native_stack: EphemeralStack, path: str) -> None:
+def test_path_traversal_reaches_no_file(live_stack: EphemeralStack, path: str) -> None:
     # Raw, so neither httpx nor anything else normalises the path before nginx sees it.
-    status, headers, body = _raw(native_stack, f"GET {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode())
+    status, headers, body = _raw(live_stack, f"GET {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode())
     assert status in (400, 404, 422), (status, body[:300])
     assert headers["content-type"] == "application/problem+json", headers
     assert b"root:" not in body
@@ -267,9 +267,9 @@ CHUNKED_TOO = b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
     ],
 )
 def test_not_quite_http_is_a_problem_from_nginx(
-    native_stack: EphemeralStack, request_bytes: bytes, status: int
+    live_stack: EphemeralStack, request_bytes: bytes, status: int
 ) -> None:
-    got, headers, body = _raw(native_stack, request_bytes)
+    got, headers, body = _raw(live_stack, request_bytes)
     assert got == status, body[:300]
     assert headers["content-type"] == "application/problem+json", headers
     assert json.loads(body)["status"] == status
@@ -278,18 +278,18 @@ def test_not_quite_http_is_a_problem_from_nginx(
 
 
 def test_the_abuse_crashed_nothing(
-    native_stack: EphemeralStack, client: httpx.Client, replica_pids: list[str]
+    live_stack: EphemeralStack, client: httpx.Client, replica_pids: list[str]
 ) -> None:
     """Same replica processes as before the abuse, and not one unhandled exception logged."""
     assert [
-        native_stack.supervisorctl("pid", f"api:api-{r}")
-        for r in range(1, native_stack.topology.replicas + 1)
+        live_stack.supervisorctl("pid", f"api:api-{r}")
+        for r in range(1, live_stack.topology.replicas + 1)
     ] == replica_pids
     assert client.get("/health/live").status_code == 200
-    for replica in range(1, native_stack.topology.replicas + 1):
+    for replica in range(1, live_stack.topology.replicas + 1):
         errors = [
             line
-            for line in native_stack.log(f"api-{replica}").splitlines()
+            for line in live_stack.log(f"api-{replica}").splitlines()
             if '"level":"ERROR"' in line
         ]
         assert errors == [], errors[:3]

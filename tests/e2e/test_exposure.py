@@ -77,13 +77,13 @@ def _listening(inodes: set[str]) -> list[tuple[str, int]]:
     return found
 
 
-def test_every_listening_socket_of_the_stack_is_on_loopback(native_stack: EphemeralStack) -> None:
+def test_every_listening_socket_of_the_stack_is_on_loopback(live_stack: EphemeralStack) -> None:
     """PostgreSQL and Redis above all, but nothing of the native stack listens beyond 127.0.0.1."""
-    pids = _stack_pids(native_stack)
+    pids = _stack_pids(live_stack)
     assert len(pids) > 10, pids
     listening = _listening(_socket_inodes(pids))
     ports = {port for _, port in listening}
-    topology = native_stack.topology
+    topology = live_stack.topology
     for name in ("postgres", "redis", "nginx", "prometheus"):
         assert topology.ports[name] in ports, f"{name} not found among {listening}"
     assert set(topology.api_ports) <= ports
@@ -98,21 +98,21 @@ def _redis(port: int, *commands: bytes) -> bytes:
         return conn.recv(4096)
 
 
-def test_redis_refuses_clients_without_the_password(native_stack: EphemeralStack) -> None:
-    port = native_stack.topology.ports["redis"]
+def test_redis_refuses_clients_without_the_password(live_stack: EphemeralStack) -> None:
+    port = live_stack.topology.ports["redis"]
     assert _redis(port, b"PING\r\n").startswith(b"-NOAUTH")
     assert _redis(port, b"GET item:1\r\n").startswith(b"-NOAUTH")
-    password = _env_value(native_stack, "REDIS_PASSWORD")
+    password = _env_value(live_stack, "REDIS_PASSWORD")
     assert password
     # With it, the same connection works: the refusal above was the password, not the port.
     reply = _redis(port, f"AUTH {password}\r\n".encode(), b"PING\r\n")
     assert reply == b"+OK\r\n+PONG\r\n"
 
 
-def test_postgres_refuses_clients_without_the_password(native_stack: EphemeralStack) -> None:
+def test_postgres_refuses_clients_without_the_password(live_stack: EphemeralStack) -> None:
     psql = str(postgres_bindir() / "psql")
-    port = str(native_stack.topology.ports["postgres"])
-    user = _env_value(native_stack, "POSTGRES_USER")
+    port = str(live_stack.topology.ports["postgres"])
+    user = _env_value(live_stack, "POSTGRES_USER")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     argv = [
         psql,
@@ -131,7 +131,7 @@ def test_postgres_refuses_clients_without_the_password(native_stack: EphemeralSt
     refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert refused.returncode != 0
     assert "password" in refused.stderr
-    env["PGPASSWORD"] = _env_value(native_stack, "POSTGRES_PASSWORD")
+    env["PGPASSWORD"] = _env_value(live_stack, "POSTGRES_PASSWORD")
     allowed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert allowed.returncode == 0, allowed.stderr
 
@@ -144,10 +144,10 @@ def _env_value(stack: EphemeralStack, key: str) -> str:
     raise KeyError(key)
 
 
-def test_tokens_never_reach_the_logs(native_stack: EphemeralStack) -> None:
+def test_tokens_never_reach_the_logs(live_stack: EphemeralStack) -> None:
     """Valid, invalid and malformed tokens, on every kind of request, in no log of the stack."""
-    wait_until_serving(native_stack.nginx)
-    with httpx.Client(base_url=native_stack.nginx, timeout=10) as client:
+    wait_until_serving(live_stack.nginx)
+    with httpx.Client(base_url=live_stack.nginx, timeout=10) as client:
         user = new_user(client)
         item = new_item(client, user)
         guessed = "guessed-" + "x" * 30
@@ -163,9 +163,9 @@ def test_tokens_never_reach_the_logs(native_stack: EphemeralStack) -> None:
     time.sleep(1)  # log lines follow responses
     logs = {
         p.name: p.read_text(errors="replace")
-        for p in (native_stack.data_dir / "stack" / "logs").glob("*.log")
+        for p in (live_stack.data_dir / "stack" / "logs").glob("*.log")
     }
-    assert {f"api-{r}.log" for r in range(1, native_stack.topology.replicas + 1)} | {
+    assert {f"api-{r}.log" for r in range(1, live_stack.topology.replicas + 1)} | {
         "nginx.log"
     } <= logs.keys()
     assert any(f"/items/{item['id']}" in text for text in logs.values()), "requests not logged"
@@ -175,8 +175,8 @@ def test_tokens_never_reach_the_logs(native_stack: EphemeralStack) -> None:
 
 
 @pytest.mark.parametrize("path", ["/items?limit=1", "/items/987654321", "/docs", "/nowhere"])
-def test_security_headers_on_every_answer(native_stack: EphemeralStack, path: str) -> None:
-    response = httpx.get(f"{native_stack.nginx}{path}", timeout=10)
+def test_security_headers_on_every_answer(live_stack: EphemeralStack, path: str) -> None:
+    response = httpx.get(f"{live_stack.nginx}{path}", timeout=10)
     headers = response.headers
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["x-frame-options"] == "DENY"

@@ -24,9 +24,9 @@ WRITES_PER_CLIENT = 8
 
 
 @pytest.fixture(scope="module")
-def client(native_stack: EphemeralStack) -> Iterator[httpx.Client]:
-    wait_until_serving(native_stack.nginx)
-    with httpx.Client(base_url=native_stack.nginx, timeout=30) as c:
+def client(live_stack: EphemeralStack) -> Iterator[httpx.Client]:
+    wait_until_serving(live_stack.nginx)
+    with httpx.Client(base_url=live_stack.nginx, timeout=30) as c:
         yield c
 
 
@@ -81,14 +81,14 @@ def _contend(base_url: str, item_id: int, owner: ApiUser, *, conditional: bool) 
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["if-match", "unconditional"])
 def test_concurrent_updates_lose_no_acknowledged_write(
-    native_stack: EphemeralStack, client: httpx.Client, conditional: bool
+    live_stack: EphemeralStack, client: httpx.Client, conditional: bool
 ) -> None:
     """Every 200 carries its own version and versions advance by one per acknowledged write, so
     none was silently merged into another: with If-Match a stale writer gets 412 instead; without
     it, each writer is told the version its write became and can see it was superseded."""
     owner = new_user(client)
     item = new_item(client, owner, name="contended")
-    outcome = _contend(native_stack.nginx, item["id"], owner, conditional=conditional)
+    outcome = _contend(live_stack.nginx, item["id"], owner, conditional=conditional)
 
     assert outcome.unexpected == []
     versions = sorted(version for version, _ in outcome.acknowledged)
@@ -99,7 +99,7 @@ def test_concurrent_updates_lose_no_acknowledged_write(
     # The final state is the last acknowledged write, on every replica.
     last_version, last_name = max(outcome.acknowledged)
     for response in [client.get(f"/items/{item['id']}"), *_on_every_replica(
-        native_stack, f"/items/{item['id']}"
+        live_stack, f"/items/{item['id']}"
     )]:  # fmt: skip
         assert response.json()["version"] == last_version
         assert response.json()["name"] == last_name
@@ -107,18 +107,18 @@ def test_concurrent_updates_lose_no_acknowledged_write(
 
 
 def test_a_read_after_an_acknowledged_write_sees_it_on_every_replica(
-    native_stack: EphemeralStack, client: httpx.Client
+    live_stack: EphemeralStack, client: httpx.Client
 ) -> None:
     owner = new_user(client)
     item = new_item(client, owner)
     url = f"/items/{item['id']}"
     for n in range(10):
         # Fill every replica's view (and the shared cache) with the current version first.
-        assert {r.json()["version"] for r in _on_every_replica(native_stack, url)} == {n + 1}
+        assert {r.json()["version"] for r in _on_every_replica(live_stack, url)} == {n + 1}
         written = client.patch(url, json={"price": n}, headers=owner.auth)
         assert written.status_code == 200
         seen = [
-            (r.json()["version"], r.json()["price"]) for r in _on_every_replica(native_stack, url)
+            (r.json()["version"], r.json()["price"]) for r in _on_every_replica(live_stack, url)
         ]
         assert seen == [(n + 2, n)] * len(seen), seen
 
@@ -142,7 +142,7 @@ def test_a_stale_if_match_is_412_for_update_and_delete(client: httpx.Client) -> 
 
 
 def test_deleting_a_user_deletes_its_items_everywhere(
-    native_stack: EphemeralStack, client: httpx.Client
+    live_stack: EphemeralStack, client: httpx.Client
 ) -> None:
     """Cascading, and every replica and the cache agree at once: nothing stale survives."""
     owner, other = new_user(client), new_user(client)
@@ -151,7 +151,7 @@ def test_deleting_a_user_deletes_its_items_everywhere(
     for item in items:
         # Cached on the way: a deletion must not leave them behind in Redis.
         assert all(
-            r.status_code == 200 for r in _on_every_replica(native_stack, f"/items/{item['id']}")
+            r.status_code == 200 for r in _on_every_replica(live_stack, f"/items/{item['id']}")
         )
 
     assert_problem(client.delete(f"/users/{owner.id}"), 401)
@@ -162,7 +162,7 @@ def test_deleting_a_user_deletes_its_items_everywhere(
 
     assert_problem(client.get(f"/users/{owner.id}"), 404)
     for item in items:
-        for response in _on_every_replica(native_stack, f"/items/{item['id']}"):
+        for response in _on_every_replica(live_stack, f"/items/{item['id']}"):
             assert_problem(response, 404)
     owned = client.get("/items", params={"owner_id": owner.id}).json()
     assert owned["data"] == []

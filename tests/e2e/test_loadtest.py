@@ -87,11 +87,11 @@ def loadtest(stack: EphemeralStack, reports: Path, *args: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def passing(native_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def passing(live_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("loadtest-pass")
     (tmp / "generous.toml").write_text(GENEROUS)
     run = loadtest(
-        native_stack,
+        live_stack,
         tmp / "reports",
         "run",
         f"--users={USERS}",
@@ -108,14 +108,14 @@ def passing(native_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module")
-def failing(native_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def failing(live_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFactory) -> Run:
     tmp = tmp_path_factory.mktemp("loadtest-fail")
     (tmp / "impossible.toml").write_text(IMPOSSIBLE)
     # Ids the API never handed out: every read the scenario expects to succeed gets a 404.
     vanished = {"item_ids": list(range(10**14, 10**14 + 50)), "user_ids": [10**14, 10**14 + 1]}
     (tmp / "seed.json").write_text(json.dumps(vanished))
     return loadtest(
-        native_stack,
+        live_stack,
         tmp / "reports",
         "run",
         "--users=6",
@@ -129,7 +129,7 @@ def failing(native_stack: EphemeralStack, tmp_path_factory: pytest.TempPathFacto
 
 
 def test_a_run_reports_client_and_server_numbers_that_agree(
-    passing: Run, native_stack: EphemeralStack
+    passing: Run, live_stack: EphemeralStack
 ) -> None:
     assert "PASS: report in" in passing.output
     results = passing.results
@@ -148,7 +148,7 @@ def test_a_run_reports_client_and_server_numbers_that_agree(
             assert side["groups"][group]["p95"] is not None, side["groups"]
     extras = results["server_extras"]
     replicas = extras["replicas"]
-    assert len(replicas) == native_stack.topology.replicas
+    assert len(replicas) == live_stack.topology.replicas
     assert sum(r["share"] for r in replicas) == pytest.approx(1.0)
     for replica in replicas:
         assert replica["requests"] > 0
@@ -205,12 +205,12 @@ def test_expected_4xx_are_successes(passing: Run) -> None:
 
 
 def test_each_simulated_user_is_its_own_client_address(
-    passing: Run, native_stack: EphemeralStack
+    passing: Run, live_stack: EphemeralStack
 ) -> None:
     """nginx limits per address; the load must not all come from 127.0.0.1 (sources.py)."""
     window = passing.results["window"]
     addresses = set()
-    for line in native_stack.log("nginx").splitlines():
+    for line in live_stack.log("nginx").splitlines():
         if '"remote_addr":"127.' in line and '"remote_addr":"127.0.0.1"' not in line:
             record = json.loads(line)
             addresses.add(record["remote_addr"])
@@ -219,7 +219,7 @@ def test_each_simulated_user_is_its_own_client_address(
 
 
 def test_the_load_test_dashboard_has_data_during_a_run(
-    passing: Run, native_stack: EphemeralStack
+    passing: Run, live_stack: EphemeralStack
 ) -> None:
     """Locust's numbers reached Prometheus through the Pushgateway while the run lasted."""
     queries = [query for query in panel_queries() if query[0] == "loadtest"]
@@ -228,7 +228,7 @@ def test_the_load_test_dashboard_has_data_during_a_run(
     empty = []
     for _, title, expr in queries:
         response = httpx.get(
-            f"{native_stack.prometheus}/api/v1/query",
+            f"{live_stack.prometheus}/api/v1/query",
             params={"query": expr, "time": f"{during:.3f}"},
             timeout=10,
         )
@@ -237,7 +237,7 @@ def test_the_load_test_dashboard_has_data_during_a_run(
             empty.append(f"{title}: {expr}")
     assert empty == []
     # After the run its group is gone, so the dashboard does not show a test that ended.
-    pushgateway = native_stack.topology.url("pushgateway")
+    pushgateway = live_stack.topology.url("pushgateway")
     groups = httpx.get(f"{pushgateway}/api/v1/metrics", timeout=10).json()["data"]
     assert [g for g in groups if g["labels"].get("run") == passing.folder.name] == []
 
@@ -299,11 +299,11 @@ def test_check_judges_a_finished_run_again(passing: Run, tmp_path: Path) -> None
 
 
 def test_a_run_nginx_would_rate_limit_is_refused_up_front(
-    native_stack: EphemeralStack, tmp_path: Path
+    live_stack: EphemeralStack, tmp_path: Path
 ) -> None:
     """All users on one address at more than nginx allows it: refused before any load."""
     run = loadtest(
-        native_stack,
+        live_stack,
         tmp_path / "reports",
         "run",
         "--spread-sources=off",

@@ -44,36 +44,36 @@ def _seed(stack: EphemeralStack) -> tuple[dict[str, object], dict[str, str]]:
     return item.json(), auth
 
 
-def test_every_prometheus_target_is_up(native_stack: EphemeralStack) -> None:
+def test_every_prometheus_target_is_up(live_stack: EphemeralStack) -> None:
     def all_up(result: list[dict[str, object]]) -> bool:
-        return len(result) == len(EXPECTED_JOBS) + native_stack.topology.replicas - 1 and all(
+        return len(result) == len(EXPECTED_JOBS) + live_stack.topology.replicas - 1 and all(
             r["value"][1] == "1"  # type: ignore[index]
             for r in result
         )
 
-    result = native_stack.wait_for("up", all_up)
+    result = live_stack.wait_for("up", all_up)
     jobs = [r["metric"]["job"] for r in result]
     assert set(jobs) == EXPECTED_JOBS
-    assert jobs.count("api") == native_stack.topology.replicas
+    assert jobs.count("api") == live_stack.topology.replicas
 
 
-def test_requests_through_nginx_reach_every_replica(native_stack: EphemeralStack) -> None:
-    item, _ = _seed(native_stack)
-    with httpx.Client(base_url=native_stack.nginx) as client:
+def test_requests_through_nginx_reach_every_replica(live_stack: EphemeralStack) -> None:
+    item, _ = _seed(live_stack)
+    with httpx.Client(base_url=live_stack.nginx) as client:
         for _ in range(90):
             assert client.get(f"/items/{item['id']}").status_code == 200
-    result = native_stack.wait_for(
+    result = live_stack.wait_for(
         'sum by (instance) (http_requests_total{job="api",handler="/items/{item_id}"})',
-        lambda r: len(r) == native_stack.topology.replicas,
+        lambda r: len(r) == live_stack.topology.replicas,
     )
     shares = sorted(float(r["value"][1]) for r in result)
     assert shares[0] > 0, shares
 
 
-def test_every_dashboard_panel_query_returns_data(native_stack: EphemeralStack) -> None:
+def test_every_dashboard_panel_query_returns_data(live_stack: EphemeralStack) -> None:
     """Grafana cannot run here, so its dashboards' queries run against the live Prometheus."""
-    item, auth = _seed(native_stack)
-    with httpx.Client(base_url=native_stack.nginx) as client:
+    item, auth = _seed(live_stack)
+    with httpx.Client(base_url=live_stack.nginx) as client:
         for _ in range(30):
             client.get(f"/items/{item['id']}")
             client.get("/items", params={"limit": 5})
@@ -87,28 +87,28 @@ def test_every_dashboard_panel_query_returns_data(native_stack: EphemeralStack) 
     deadline = time.monotonic() + 30
     empty = queries
     while empty and time.monotonic() < deadline:
-        empty = [q for q in empty if not native_stack.query(q[2])]
+        empty = [q for q in empty if not live_stack.query(q[2])]
         time.sleep(1)
     assert empty == [], "\n".join(f"{uid} / {title}: {expr}" for uid, title, expr in empty)
 
 
-def test_internal_paths_are_not_public(native_stack: EphemeralStack) -> None:
+def test_internal_paths_are_not_public(live_stack: EphemeralStack) -> None:
     for path in ("/metrics", "/metrics/", "/health/ready", "/stub_status"):
-        _assert_problem(httpx.get(f"{native_stack.nginx}{path}"), 404)
-    assert httpx.get(f"{native_stack.nginx}/health/live").status_code == 200
-    internal = native_stack.topology.url("nginx-internal")
+        _assert_problem(httpx.get(f"{live_stack.nginx}{path}"), 404)
+    assert httpx.get(f"{live_stack.nginx}/health/live").status_code == 200
+    internal = live_stack.topology.url("nginx-internal")
     assert "Active connections" in httpx.get(f"{internal}/stub_status").text
 
 
-def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: EphemeralStack) -> None:
+def test_request_id_reaches_the_api_log_and_nginx_log(live_stack: EphemeralStack) -> None:
     request_id = f"e2e-{uuid.uuid4().hex}"
     response = httpx.get(
-        f"{native_stack.nginx}/items/987654321", headers={"X-Request-ID": request_id}
+        f"{live_stack.nginx}/items/987654321", headers={"X-Request-ID": request_id}
     )
     assert response.headers["x-request-id"] == request_id
     assert response.json()["request_id"] == request_id
 
-    generated = httpx.get(f"{native_stack.nginx}/items/987654321")
+    generated = httpx.get(f"{live_stack.nginx}/items/987654321")
     assert len(generated.headers["x-request-id"]) == 32
 
     # nginx buffers its access log for up to a second (flush=1s); the API writes at the end of
@@ -118,23 +118,23 @@ def test_request_id_reaches_the_api_log_and_nginx_log(native_stack: EphemeralSta
     nginx_lines: list[dict[str, object]] = []
     while time.monotonic() < deadline and not (api_lines and nginx_lines):
         logs = "".join(
-            native_stack.log(f"api-{i}") for i in range(1, native_stack.topology.replicas + 1)
+            live_stack.log(f"api-{i}") for i in range(1, live_stack.topology.replicas + 1)
         )
         api_lines = [json.loads(line) for line in logs.splitlines() if request_id in line]
-        nginx_log = native_stack.log("nginx")
+        nginx_log = live_stack.log("nginx")
         nginx_lines = [json.loads(line) for line in nginx_log.splitlines() if request_id in line]
         time.sleep(0.2)
     assert len(api_lines) == 1
     assert api_lines[0]["route"] == "/items/{item_id}"
     assert api_lines[0]["status"] == 404
     assert len(nginx_lines) == 1
-    assert nginx_lines[0]["upstream_addr"] in native_stack.topology.api_addresses
+    assert nginx_lines[0]["upstream_addr"] in live_stack.topology.api_addresses
     assert nginx_lines[0]["status"] == 404
 
 
-def test_nginx_errors_are_problem_json(native_stack: EphemeralStack) -> None:
+def test_nginx_errors_are_problem_json(live_stack: EphemeralStack) -> None:
     too_big = httpx.post(
-        f"{native_stack.nginx}/users",
+        f"{live_stack.nginx}/users",
         content=b"x" * (2 * 1024 * 1024),
         headers={"Content-Type": "application/json"},
     )
@@ -142,12 +142,12 @@ def test_nginx_errors_are_problem_json(native_stack: EphemeralStack) -> None:
 
 
 def test_rate_limited_client_gets_429_problem_with_retry_after(
-    native_stack: EphemeralStack, tmp_path: Path
+    live_stack: EphemeralStack, tmp_path: Path
 ) -> None:
     """The same nginx.conf with a low rate, in front of the same replicas."""
     port = free_port()
     render_nginx(
-        tmp_path, native_stack.topology.api_addresses, port, free_port(), access_log="access.log",
+        tmp_path, live_stack.topology.api_addresses, port, free_port(), access_log="access.log",
         rate="1r/s",
     )  # fmt: skip
     process = subprocess.Popen(nginx_command(tmp_path), stderr=subprocess.DEVNULL)
@@ -165,13 +165,13 @@ def test_rate_limited_client_gets_429_problem_with_retry_after(
         process.wait(timeout=10)
 
 
-def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: EphemeralStack) -> None:
-    item, _ = _seed(native_stack)
+def test_stopping_one_replica_mid_traffic_fails_no_get(live_stack: EphemeralStack) -> None:
+    item, _ = _seed(live_stack)
     statuses: list[int] = []
     stop = threading.Event()
 
     def traffic() -> None:
-        with httpx.Client(base_url=native_stack.nginx, timeout=10) as client:
+        with httpx.Client(base_url=live_stack.nginx, timeout=10) as client:
             while not stop.is_set():
                 statuses.append(client.get(f"/items/{item['id']}").status_code)
 
@@ -180,9 +180,9 @@ def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: EphemeralSt
         worker.start()
     try:
         time.sleep(1)
-        assert "stopped" in native_stack.supervisorctl("stop", "api:api-2")
+        assert "stopped" in live_stack.supervisorctl("stop", "api:api-2")
         time.sleep(2)
-        assert "started" in native_stack.supervisorctl("start", "api:api-2")
+        assert "started" in live_stack.supervisorctl("start", "api:api-2")
         time.sleep(1)
     finally:
         stop.set()
@@ -192,11 +192,11 @@ def test_stopping_one_replica_mid_traffic_fails_no_get(native_stack: EphemeralSt
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
-def test_all_replicas_down_is_a_502_problem(native_stack: EphemeralStack) -> None:
-    native_stack.supervisorctl("stop", "api:*")
+def test_all_replicas_down_is_a_502_problem(live_stack: EphemeralStack) -> None:
+    live_stack.supervisorctl("stop", "api:*")
     try:
-        _assert_problem(httpx.get(f"{native_stack.nginx}/items/1", timeout=30), 502)
+        _assert_problem(httpx.get(f"{live_stack.nginx}/items/1", timeout=30), 502)
     finally:
-        native_stack.supervisorctl("start", "api:*")
-    for port in native_stack.topology.api_ports:
+        live_stack.supervisorctl("start", "api:*")
+    for port in live_stack.topology.api_ports:
         wait_for_port(port, timeout=30)

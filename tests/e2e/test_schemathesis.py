@@ -35,9 +35,9 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path="/health/ready")
 
 
 @pytest.fixture(scope="module")
-def base_url(native_stack: EphemeralStack) -> str:
-    wait_until_serving(native_stack.nginx)
-    return native_stack.nginx
+def base_url(live_stack: EphemeralStack) -> str:
+    wait_until_serving(live_stack.nginx)
+    return live_stack.nginx
 
 
 @pytest.fixture(scope="module")

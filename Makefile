@@ -175,3 +175,14 @@ else
 	$(MAKE) install
 	env $(LOADTEST_ENV) $(RUN) python -m loadtest ui
 endif
+
+# Backups of the database (stack/backup): BACKUP_DIR (default backups/, git-ignored) and
+# BACKUP_KEEP (default 14) from .env or the command line. STACK says which stack to talk to.
+.PHONY: backup  ## Back the database up: backups/app-<UTC time>.dump with a .sha256 beside it
+backup: install
+	STACK=$(STACK) $(RUN) python -m stack.backup create
+
+.PHONY: restore  ## Restore FILE=backups/app-….dump: checked first, writers stopped, cache cleared
+restore: install
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/app-<time>.dump"; exit 2; }
+	STACK=$(STACK) $(RUN) python -m stack.backup restore "$(FILE)"

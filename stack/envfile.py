@@ -4,6 +4,7 @@ Running it again only fills secrets that are still empty, so it is harmless to r
 rotates a password that a data folder already depends on.
 """
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -43,6 +44,15 @@ def ensure_env(root: Path, target: Path | None = None) -> dict[str, str]:
         target.write_text(text)
         target.chmod(0o600)
     return _parse(text)
+
+
+def stack_env(root: Path) -> dict[str, str]:
+    """The stack's settings: `.env` (created or completed first), then the environment on top.
+
+    STACK_ENV_FILE names another file, so tests can run a stack without touching the checkout's.
+    """
+    env_file = Path(os.environ.get("STACK_ENV_FILE", root / ".env"))
+    return {**ensure_env(root, env_file), **{k: v for k, v in os.environ.items() if k.isupper()}}
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import httpx
 
 from stack.paths import REPO_ROOT
 from stack.procs import free_block, free_port, port_open
+from stack.servers import postgres_bindir
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.
@@ -89,6 +90,24 @@ class EphemeralStack:
             if name == key:
                 return value
         raise KeyError(key)
+
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query run with psql as the application's role (fields as text)."""
+        result = subprocess.run(
+            [
+                str(postgres_bindir() / "psql"), "--no-psqlrc", "--tuples-only", "--no-align",
+                "--field-separator=\t", f"--host={self.topology.host}",
+                f"--port={self.topology.ports['postgres']}",
+                f"--username={self.secret('POSTGRES_USER')}",
+                f"--dbname={self.secret('POSTGRES_DB')}", "--command", query,
+            ],
+            env={"PGPASSWORD": self.secret("POSTGRES_PASSWORD"), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )  # fmt: skip
+        return [line.split("\t") for line in result.stdout.splitlines() if line]
 
     @property
     def nginx(self) -> str:

@@ -8,9 +8,8 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from stack.envfile import ensure_env
+from stack.envfile import stack_env
 from stack.native.render import render_all
 from stack.native.runner import (
     StackError,
@@ -42,12 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "ps", "logs", "clean", "render"])
     parser.add_argument("services", nargs="*", help="for logs: only these programs")
     args = parser.parse_args(argv)
-    # STACK_ENV_FILE lets tests run a stack without touching the checkout's .env.
-    env_file = Path(os.environ.get("STACK_ENV_FILE", REPO_ROOT / ".env"))
-    env = {
-        **ensure_env(REPO_ROOT, env_file),
-        **{k: v for k, v in os.environ.items() if k.isupper()},
-    }
+    env = stack_env(REPO_ROOT)
     topology = Topology.from_env(env)
     dirs = stack_dirs()
     try:

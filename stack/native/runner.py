@@ -130,7 +130,7 @@ def _postgres(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> Po
     )
 
 
-def _migrate(topology: Topology, env: Mapping[str, str]) -> None:
+def migrate(topology: Topology, env: Mapping[str, str]) -> None:
     """The one-shot `migrate` service: replicas start only after it succeeds."""
     run_env = {
         **os.environ,
@@ -195,14 +195,9 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     if fresh:
         postgres.create_database()
     _wait("redis", _port_open(topology.ports["redis"]), dirs, "redis")
-    _migrate(topology, env)
+    migrate(topology, env)
 
-    supervisorctl(dirs, "start", "api:*")
-    for replica, port in enumerate(topology.api_ports, start=1):
-        _wait(
-            f"api-{replica}", _http_ok(f"http://{topology.host}:{port}/health/ready"), dirs,
-            f"api-{replica}",
-        )  # fmt: skip
+    start_replicas(topology, dirs)
     supervisorctl(dirs, "start", "nginx")
     _wait("nginx", _http_ok(f"{topology.url('nginx-internal')}/healthz"), dirs, "nginx")
     exporters = ("nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter")
@@ -214,6 +209,19 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     _wait("pushgateway", _http_ok(f"{topology.url('pushgateway')}/-/ready"), dirs, "pushgateway")
     supervisorctl(dirs, "start", "prometheus")
     _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
+
+
+def start_replicas(topology: Topology, dirs: StackDirs) -> None:
+    """Start every API replica and wait until each is ready (it reaches PostgreSQL)."""
+    supervisorctl(dirs, "start", "api:*")
+    for replica, port in enumerate(topology.api_ports, start=1):
+        url = f"http://{topology.host}:{port}/health/ready"
+        _wait(f"api-{replica}", _http_ok(url), dirs, f"api-{replica}")
+
+
+def stop_replicas(dirs: StackDirs) -> None:
+    """Stop every API replica, each after its drain (SIGTERM, as a deploy does)."""
+    supervisorctl(dirs, "stop", "api:*")
 
 
 def down(dirs: StackDirs) -> None:

@@ -81,6 +81,16 @@ def test_the_median_of_the_ratio_pairs_is_the_verdict() -> None:
     assert "| 300.0 | 2.00 (1.90–2.50) |" in text
 
 
+def test_a_row_that_served_nothing_gets_no_verdict() -> None:
+    # No request served: no CPU per request, so neither met nor missed.
+    cached = _row("cached", "GET /items/{id}, cached", 0, 3.0, 120.0)
+    (verdict,) = targets({"cached": cached}, {})
+    assert math.isnan(verdict["value"])
+    assert verdict["met"] is None
+    text = markdown(_report([verdict], {}), [cached])
+    assert "| cached GET CPU/request ÷ hello | ≤ 2 × | nan × | — |" in text
+
+
 def _report(found: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     return {
         "machine": {"cpus": 2, "cpu_model": "x", "memory_gb": 1, "kernel": "k", "python": "3"},

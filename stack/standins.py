@@ -342,6 +342,7 @@ def build_one(env: dict[str, str], image: str, bases: dict[str, str]) -> str:
         digest.update(bases[suite].encode())
     wanted = digest.hexdigest()
     if label_of(env, image) == wanted:
+        shutil.rmtree(context)
         return f"{image}: up to date"
     started = time.monotonic()
     logfile = CACHE / f"build-{source.name}.log"
@@ -350,6 +351,7 @@ def build_one(env: dict[str, str], image: str, bases: dict[str, str]) -> str:
             ["docker", "build", "--label", f"{LABEL}={wanted}", "--tag", image, str(context)],  # noqa: S607
             stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **env}, check=False,
         )  # fmt: skip
+    shutil.rmtree(context)
     if status.returncode != 0:
         tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-20:])
         raise StandInError(

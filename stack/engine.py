@@ -335,21 +335,22 @@ def _stop(paths: Paths) -> None:
                 capture_output=True, text=True, env=env, check=False, timeout=30,
             )  # fmt: skip
             if swarm.stdout.strip() not in {"", "inactive"}:
-                subprocess.run(["docker", "swarm", "leave", "--force"], env=env, check=False)  # noqa: S607
+                # docker_gwbridge outlives the swarm; dockerd would recreate it on every start.
+                for leave in (["swarm", "leave", "--force"], ["network", "rm", "docker_gwbridge"]):
+                    subprocess.run(["docker", *leave], env=env, check=False)  # noqa: S603, S607
         log(f"stopping dockerd {pid} (it stops its containers first)")
         os.kill(pid, signal.SIGTERM)
         if not host.wait_gone(pid, STOP_TIMEOUT):
             log(f"dockerd {pid} did not stop within {STOP_TIMEOUT:.0f} s: killing it")
             os.kill(pid, signal.SIGKILL)
             host.wait_gone(pid, 10)
-    # containerd and the shims are ours when their command line names our exec-root.
-    host.kill_processes_mentioning(str(paths.exec_root))
+    host.kill_engine_processes(paths.exec_root, paths.data_root)
     host.unmount_under([paths.data_root, paths.exec_root])
     host.restore(state)
     for leftover in (paths.socket, paths.pidfile):
         leftover.unlink(missing_ok=True)
     shutil.rmtree(paths.exec_root, ignore_errors=True)
-    problems = host.leftovers(state, [paths.data_root, paths.exec_root], str(paths.exec_root))
+    problems = host.leftovers(state, paths.exec_root, paths.data_root)
     if problems:
         raise EngineError("the engine left something behind: " + "; ".join(problems))
     STATE.unlink()

@@ -134,22 +134,30 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return False
 
 
-def processes_mentioning(text: str) -> list[int]:
+def engine_processes(exec_root: Path, data_root: Path) -> list[int]:
+    """What runs for the project's engine once dockerd is gone: containerd and shims (their
+    command line names our exec-root) and container processes (their cgroup names a container of
+    our data-root). Only a dockerd killed outright leaves the last two behind."""
+    containers = data_root / "containers"
+    ids = [entry.name for entry in containers.iterdir()] if containers.is_dir() else []
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cgroup = (entry / "cgroup").read_text()
+            zombie = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if not zombie and (str(exec_root).encode() in cmdline or any(i in cgroup for i in ids)):
+            found.append(int(entry.name))
     return found
 
 
-def kill_processes_mentioning(text: str) -> None:
-    """containerd and its shims after dockerd is gone (normally they have already exited)."""
+def kill_engine_processes(exec_root: Path, data_root: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = processes_mentioning(text)
+        pids = engine_processes(exec_root, data_root)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -211,6 +219,10 @@ def _strings(value: object) -> list[str]:
 def restore(state: State) -> None:
     _remove_iptables(state)
     for name in sorted(bridges() - set(_strings(state.get("bridges")))):
+        # A container whose network namespace outlives it (held by its sockets after a kill)
+        # would keep its host-side veth, unattached, once the bridge is gone.
+        for port in sorted(Path(f"/sys/class/net/{name}/brif").glob("*")):
+            _run("ip", "link", "delete", port.name, check=False)
         _run("ip", "link", "delete", name, check=False)
     recorded = state.get("sysctls", {})
     assert isinstance(recorded, dict)
@@ -226,11 +238,12 @@ def restore(state: State) -> None:
             os.unlink(path)
 
 
-def leftovers(state: State, roots: list[Path], mention: str) -> list[str]:
+def leftovers(state: State, exec_root: Path, data_root: Path) -> list[str]:
     """What is still there that start did not find: the proof that stop took everything back."""
     problems = []
-    if pids := processes_mentioning(mention):
-        problems.append(f"processes {pids} still run from {mention}")
+    roots = [exec_root, data_root]
+    if pids := engine_processes(exec_root, data_root):
+        problems.append(f"processes {pids} of the engine still run")
     if extra := bridges() - set(_strings(state.get("bridges"))):
         problems.append(f"bridges {sorted(extra)}")
     before = state.get("chains", {})

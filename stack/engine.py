@@ -132,7 +132,7 @@ def users_engine_answers() -> bool:
         return False
     # Contexts, tcp:// and ssh:// hosts: only the CLI knows how to reach them.
     result = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],  # noqa: S607
+        ["docker", "version", "--format", "{{.Server.Version}}"],
         capture_output=True,
         env=env,
         timeout=20,
@@ -172,9 +172,9 @@ def install_packages() -> None:
         policy.chmod(0o755)
     try:
         # A machine that never ran `apt-get update` (or long ago) has no usable lists.
-        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:  # noqa: S603
-            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)  # noqa: S607
-            subprocess.run(install, env=env, check=True)  # noqa: S603
+        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+            subprocess.run(install, env=env, check=True)
     finally:
         if added_policy:
             policy.unlink()
@@ -301,7 +301,7 @@ def _start(paths: Paths) -> Engine:
     # node-exporter's `/:/host:ro,rslave` needs `/` to be a shared mount.
     host.set_propagation("/", "shared")
     with paths.log.open("w") as output:
-        process = subprocess.Popen(  # noqa: S603 - dockerd with arguments built here
+        process = subprocess.Popen(
             dockerd_argv(paths),
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -339,13 +339,13 @@ def _stop(paths: Paths) -> None:
         if host.ping_unix(str(paths.socket)):
             env = {**os.environ, **our_env(paths)}
             swarm = subprocess.run(
-                ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],  # noqa: S607
+                ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
                 capture_output=True, text=True, env=env, check=False, timeout=30,
             )  # fmt: skip
             if swarm.stdout.strip() not in {"", "inactive"}:
                 # docker_gwbridge outlives the swarm; dockerd would recreate it on every start.
                 for leave in (["swarm", "leave", "--force"], ["network", "rm", "docker_gwbridge"]):
-                    subprocess.run(["docker", *leave], env=env, check=False)  # noqa: S603, S607
+                    subprocess.run(["docker", *leave], env=env, check=False)
         log(f"stopping dockerd {pid} (it stops its containers first)")
         os.kill(pid, signal.SIGTERM)
         if not host.wait_gone(pid, STOP_TIMEOUT):

@@ -40,7 +40,7 @@ State = dict[str, object]
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=60)  # noqa: S603
+    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=60)
 
 
 def ping_unix(path: str, timeout: float = 2.0) -> bool:

@@ -194,8 +194,8 @@ def host_files() -> dict[Path, bytes]:
 def docker(
     env: dict[str, str], *args: str, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603
-        ["docker", *args],  # noqa: S607
+    return subprocess.run(
+        ["docker", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
@@ -227,8 +227,8 @@ def make_rootfs(suite: str, rootfs: Path) -> None:
     rootfs.parent.mkdir(parents=True, exist_ok=True)
     logfile = CACHE / f"debootstrap-{suite}.log"
     with logfile.open("w") as output:
-        status = subprocess.run(  # noqa: S603
-            ["debootstrap", "--variant=minbase", suite, str(rootfs), mirror()],  # noqa: S607
+        status = subprocess.run(
+            ["debootstrap", "--variant=minbase", suite, str(rootfs), mirror()],
             stdout=output, stderr=subprocess.STDOUT, check=False,
         )  # fmt: skip
     if status.returncode != 0:
@@ -268,7 +268,7 @@ def ensure_base(env: dict[str, str], suite: str) -> str:
             rootfs = CACHE / f"rootfs-{suite}"
             make_rootfs(suite, rootfs)
             archive = ["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."]
-            subprocess.run(archive, check=True)  # noqa: S603
+            subprocess.run(archive, check=True)
             shutil.rmtree(rootfs)
             stamp.write_text(wanted)
             log(f"debootstrap {suite}: {time.monotonic() - started:.0f} s")
@@ -340,8 +340,8 @@ def build_one(env: dict[str, str], image: str, bases: dict[str, Future[str]]) ->
     started = time.monotonic()
     logfile = CACHE / f"build-{source.name}.log"
     with logfile.open("w") as output:
-        status = subprocess.run(  # noqa: S603
-            ["docker", "build", "--label", f"{LABEL}={wanted}", "--tag", image, str(context)],  # noqa: S607
+        status = subprocess.run(
+            ["docker", "build", "--label", f"{LABEL}={wanted}", "--tag", image, str(context)],
             stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **env}, check=False,
         )  # fmt: skip
     shutil.rmtree(context)

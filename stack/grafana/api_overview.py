@@ -14,6 +14,7 @@ from stack.grafana.layout import (
     API,
     DATASOURCE,
     GRID_WIDTH,
+    PG,
     Layout,
     Query,
     quantile,
@@ -23,6 +24,7 @@ from stack.grafana.layout import (
     summed,
     thresholds,
 )
+from stack.grafana.slo import AVAILABILITY, TIERS
 
 
 def api_overview() -> Dashboard:
@@ -53,36 +55,54 @@ def api_overview() -> Dashboard:
         [instance],
     )
 
+    d.alert_annotations()
+    # The summary reads each value now (instant queries): reduced from a range, a stat keeps
+    # showing the last healthy value after the series stop, which is exactly during an outage.
     d.row("Summary")
     d.stat(
         "Replicas up",
-        "Scrape targets of job api that answered their last scrape (ignores the replica "
-        "filter, so a dead replica is never hidden).",
+        "Replicas that answered their last scrape, and discovered ones that did not (ignores "
+        "the replica filter, so a dead replica is never hidden). 0 when none is discovered; a "
+        "replica that left DNS is counted by StackApiReplicasBelowExpected.",
         "none",
-        [Query('sum(up{job="api"})', "up"), Query('count(up{job="api"})', "configured")],
+        [
+            Query('count(up{job="api"} == 1) or vector(0)', "up"),
+            Query('count(up{job="api"} == 0) or vector(0)', "down"),
+        ],
         thresholds("red", (1, "green")),
         width=GRID_WIDTH - 4 * 5,
+        instant=True,
     )
     d.stat(
         "Request rate",
-        "Requests per second over all selected replicas and handlers.",
+        "Requests per second over all selected replicas and handlers; 0 when none arrive.",
         "reqps",
-        [Query(summed(rate(requests)), "requests/s")],
+        [Query(f"{summed(rate(requests))} or vector(0)", "requests/s")],
         thresholds("green"),
+        instant=True,
     )
+    # The colours are the availability SLO's: above its budget (0.1%) the budget burns; at 6x
+    # the budget (0.6%) the 6h burn-rate alert pages.
     d.stat(
         "5xx ratio",
-        "Share of responses with a 5xx status.",
+        "Share of responses with a 5xx status over the rate interval. Orange above the "
+        "availability SLO's error budget (burning it), red from the 6x burn rate that pages.",
         "percentunit",
         [Query(ratio_or_zero(errors, requests), "5xx")],
-        thresholds("green", (0.01, "orange"), (0.05, "red")),
+        thresholds(
+            "green", (AVAILABILITY.budget, "orange"), (TIERS[1].factor * AVAILABILITY.budget, "red")
+        ),
+        instant=True,
+        no_value="no requests",
     )
     d.stat(
         "p95 latency",
-        "95th percentile request duration over all handlers.",
+        "95th percentile request duration over all handlers; orange past the latency SLO's 250 ms.",
         "s",
         [Query(quantile(0.95, buckets), "p95")],
         thresholds("green", (0.25, "orange"), (1, "red")),
+        instant=True,
+        no_value="no requests",
     )
     d.stat(
         "Cache hit ratio",
@@ -90,6 +110,8 @@ def api_overview() -> Dashboard:
         "percentunit",
         [Query(f"{summed(rate(hits))} / {summed(rate(lookups))}", "hit ratio")],
         thresholds("red", (0.5, "orange"), (0.8, "green")),
+        instant=True,
+        no_value="no lookups",
     )
 
     d.row("RED by handler")
@@ -208,18 +230,29 @@ def api_overview() -> Dashboard:
     )
 
     d.row("Database pool")
+    # The pool's configured size is not what it holds open: SQLAlchemy opens connections on
+    # demand. PostgreSQL counts what is open, per database, for every replica together.
     d.timeseries(
-        "DB pool size",
-        "Connections each replica's SQLAlchemy pool keeps open.",
+        "DB connections open",
+        "Connections open to each database as PostgreSQL counts them (every replica's pool, "
+        "plus the exporter's one), against what the pools use and their configured size.",
         "short",
-        [Query(f"api_db_pool_size{{{API}}}", "{{instance}}")],
+        [
+            Query(f"sum by (datname) (pg_stat_database_numbackends{{{PG}}})", "open {{datname}}"),
+            Query(f"sum(api_db_pool_checked_out{{{API}}})", "checked out"),
+            Query(f"sum(api_db_pool_size{{{API}}})", "pool size"),
+        ],
         min_value=0,
     )
     d.timeseries(
         "DB connections checked out",
-        "Connections in use by requests; at size + max overflow, requests queue for a connection.",
+        "Connections in use by requests, per replica, against the pool size; at size + max "
+        "overflow, requests queue for a connection.",
         "short",
-        [Query(f"api_db_pool_checked_out{{{API}}}", "{{instance}}")],
+        [
+            Query(f"api_db_pool_checked_out{{{API}}}", "{{instance}}"),
+            Query(f"max(api_db_pool_size{{{API}}})", "pool size"),
+        ],
         min_value=0,
     )
     d.timeseries(

@@ -27,11 +27,12 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 from stack.grafana.api_overview import api_overview
 from stack.grafana.dependencies import dependencies
 from stack.grafana.loadtest import load_test
+from stack.grafana.slo import slo
 from stack.paths import GRAFANA_DIR
 
 DASHBOARD_DIR = GRAFANA_DIR / "dashboards"
 
-DASHBOARDS = (api_overview, dependencies, load_test)
+DASHBOARDS = (api_overview, dependencies, load_test, slo)
 
 
 def render(dashboard: Dashboard) -> str:

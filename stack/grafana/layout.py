@@ -233,13 +233,22 @@ class Layout:
         width: int = 5,
         height: int = 4,
         up_down: bool = False,
+        instant: bool = False,
+        no_value: str | None = None,
     ) -> None:
-        panel = self._common(stat.Panel(), title, description, unit, queries, width, height)
+        """A big number. `instant` reads the value now: a range query reduced with lastNotNull
+        keeps showing the last healthy value once the series stop (every replica gone)."""
+        panel = self._common(
+            stat.Panel(), title, description, unit, queries, width, height, instant=instant
+        )
+        sparkline = not (up_down or instant)
         panel = (
             panel.reduce_options(
                 common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
             )
-            .graph_mode(common.BigValueGraphMode.NONE if up_down else common.BigValueGraphMode.AREA)
+            .graph_mode(
+                common.BigValueGraphMode.AREA if sparkline else common.BigValueGraphMode.NONE
+            )
             .color_mode(
                 common.BigValueColorMode.BACKGROUND if up_down else common.BigValueColorMode.VALUE
             )
@@ -248,6 +257,8 @@ class Layout:
         )
         if up_down:
             panel = panel.mappings([UP_DOWN])
+        if no_value is not None:
+            panel = panel.no_value(no_value)
         self.builder = self.builder.with_panel(panel)
 
     def up_timeline(
@@ -263,10 +274,16 @@ class Layout:
         self.builder = self.builder.with_panel(panel)
 
     def info_table(
-        self, title: str, description: str, queries: Sequence[Query], hide: Sequence[str]
+        self,
+        title: str,
+        description: str,
+        queries: Sequence[Query],
+        hide: Sequence[str],
+        *,
+        width: int = GRID_WIDTH // 3,
     ) -> None:
         panel = self._common(
-            table.Panel(), title, description, "none", queries, GRID_WIDTH // 3, 8, instant=True
+            table.Panel(), title, description, "none", queries, width, 8, instant=True
         )
         panel = panel.with_transformation(
             DataTransformerConfig(
@@ -274,6 +291,19 @@ class Layout:
             )
         )
         self.builder = self.builder.with_panel(panel)
+
+    def alert_annotations(self) -> None:
+        """Mark every firing alert (the Watchdog aside) on the dashboard's time series."""
+        self.builder = self.builder.annotations(
+            [
+                dashboard_builders.AnnotationQuery()
+                .name("Alerts firing")
+                .datasource(DATASOURCE)
+                .enable(True)
+                .icon_color("red")
+                .expr('ALERTS{alertstate="firing", severity=~"critical|warning"}')
+            ]
+        )
 
     def build(self) -> Dashboard:
         return self.builder.build()

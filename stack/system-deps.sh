@@ -9,6 +9,7 @@ packages=(
     prometheus prometheus-alertmanager
     prometheus-node-exporter prometheus-nginx-exporter prometheus-redis-exporter
     prometheus-postgres-exporter
+    prometheus-blackbox-exporter  # edge probes through nginx for the availability SLI
     prometheus-pushgateway  # Locust's live numbers during make loadtest
 )
 # A target's own extras, named on the command line (make bench: wrk).

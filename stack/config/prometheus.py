@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -20,6 +21,19 @@ def _native_target(target: str, topology: Topology) -> list[str]:
     if host in topology.ports:
         return [topology.address(host)]
     raise ValueError(f"prometheus.yml names {target!r}, which the native topology does not know")
+
+
+def _native_probe_url(url: str, topology: Topology) -> str:
+    """A probed URL (the blackbox job's targets) with its Compose host:port made native."""
+    parts = urlsplit(url)
+    [address] = _native_target(parts.netloc, topology)
+    return urlunsplit(parts._replace(netloc=address))
+
+
+def _native_targets(target: str, topology: Topology) -> list[str]:
+    if "://" in target:
+        return [_native_probe_url(target, topology)]
+    return _native_target(target, topology)
 
 
 def seconds(duration: str) -> float:
@@ -49,11 +63,15 @@ def render_prometheus(topology: Topology, target: Path) -> Path:
         targets: list[str] = []
         for static in job.pop("static_configs", []):
             for address in static["targets"]:
-                targets += _native_target(address, topology)
+                targets += _native_targets(address, topology)
         for dns in job.pop("dns_sd_configs", []):
             # Compose finds replicas through DNS; natively they are a rendered list.
             targets += _native_target(f"{dns['names'][0]}:{dns['port']}", topology)
         job["static_configs"] = [{"targets": targets}]
+        # A job that scrapes through a prober (blackbox) names the prober's address here.
+        for relabel in job.get("relabel_configs", []):
+            if relabel.get("target_label") == "__address__" and "replacement" in relabel:
+                [relabel["replacement"]] = _native_target(relabel["replacement"], topology)
     for alerting in config.get("alerting", {}).get("alertmanagers", []):
         for static in alerting.get("static_configs", []):
             static["targets"] = [topology.address("alertmanager")]

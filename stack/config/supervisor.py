@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stack.config.nginx import nginx_command
 from stack.native.dirs import StackDirs
-from stack.paths import ALERTMANAGER_DIR, API_DIR, REDIS_CONFIG
+from stack.paths import ALERTMANAGER_DIR, API_DIR, BLACKBOX_CONFIG, REDIS_CONFIG
 from stack.servers import postgres_bindir
 from stack.topology import Topology
 
@@ -180,10 +180,18 @@ def _exporters(topology: Topology, env: Mapping[str, str]) -> list[Program]:
             "node-exporter",
             ["prometheus-node-exporter", f"--web.listen-address={listen('node-exporter')}"],
         ),
+        Program(
+            "blackbox-exporter",
+            [
+                "prometheus-blackbox-exporter",
+                f"--config.file={BLACKBOX_CONFIG}",
+                f"--web.listen-address={listen('blackbox-exporter')}",
+            ],
+        ),
     ]
 
 
-def _monitoring(topology: Topology, dirs: StackDirs) -> list[Program]:
+def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> list[Program]:
     return [
         Program(
             "pushgateway",
@@ -201,7 +209,10 @@ def _monitoring(topology: Topology, dirs: StackDirs) -> list[Program]:
                 "prometheus",
                 f"--config.file={dirs.run / 'prometheus.yml'}",
                 f"--storage.tsdb.path={dirs.prometheus}",
-                "--storage.tsdb.retention.time=15d",
+                # At least the SLOs' 30-day window, and a size cap that alerts before it bites
+                # (StackPrometheusStorageNearRetentionSize).
+                f"--storage.tsdb.retention.time={env.get('PROMETHEUS_RETENTION', '31d')}",
+                f"--storage.tsdb.retention.size={env.get('PROMETHEUS_RETENTION_SIZE', '10GB')}",
                 f"--web.listen-address={topology.address('prometheus')}",
                 "--web.enable-lifecycle",
             ],
@@ -209,13 +220,20 @@ def _monitoring(topology: Topology, dirs: StackDirs) -> list[Program]:
         Program(
             "alertmanager",
             [
+                # The same entrypoint as Compose's: it renders the config with the receiver URL
+                # from the environment into the run folder, then execs Alertmanager.
+                "sh",
+                str(ALERTMANAGER_DIR / "entrypoint.sh"),
+                str(dirs.run / "alertmanager.yml"),
                 "prometheus-alertmanager",
-                f"--config.file={ALERTMANAGER_DIR / 'alertmanager.yml'}",
                 f"--storage.path={dirs.alertmanager}",
                 f"--web.listen-address={topology.address('alertmanager')}",
                 # A single instance: no gossip port to collide with anything.
                 "--cluster.listen-address=",
             ],
+            environment={
+                name: env[name] for name in ("ALERTMANAGER_CRITICAL_WEBHOOK_URL",) if name in env
+            },
         ),
     ]
 
@@ -230,7 +248,7 @@ def programs(
         *_replicas(topology, env),
         nginx,
         *_exporters(topology, env),
-        *_monitoring(topology, dirs),
+        *_monitoring(topology, env, dirs),
     ]
 
 

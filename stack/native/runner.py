@@ -32,6 +32,7 @@ DEBIAN_PACKAGES = {
     "prometheus-redis-exporter": "prometheus-redis-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "prometheus-pushgateway": "prometheus-pushgateway",
+    "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
 }
 HEALTH_TIMEOUT_SECONDS = 120.0
 
@@ -200,7 +201,10 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     start_replicas(topology, dirs)
     supervisorctl(dirs, "start", "nginx")
     _wait("nginx", _http_ok(f"{topology.url('nginx-internal')}/healthz"), dirs, "nginx")
-    exporters = ("nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter")
+    exporters = (
+        "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter",
+        "blackbox-exporter",
+    )  # fmt: skip
     supervisorctl(dirs, "start", *exporters, "alertmanager")
     for name in exporters:
         _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)

@@ -20,6 +20,7 @@ from stack.procs import free_port, wait_for_port
 
 EXPECTED_JOBS = {
     "api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus", "pushgateway",
+    "blackbox",
 }  # fmt: skip
 
 

@@ -47,6 +47,7 @@ SERVICES = {
     "redis-exporter",
     "postgres-exporter",
     "node-exporter",
+    "blackbox-exporter",
     "pushgateway",
 }
 ONE_SHOT = {"migrate"}

@@ -34,8 +34,15 @@ TEST_FILES = sorted(TESTS_DIR.glob("*.yml"))
 
 ALERT_PREFIX = "Stack"
 SEVERITIES = {"critical", "warning"}
+# Always firing, for a dead-man's switch; its own route in Alertmanager, never a page.
+WATCHDOG = "StackWatchdog"
 # Alertmanager inhibits warnings by an equal `service`, so the set is closed on purpose.
-SERVICES = {"api", "postgres", "redis", "nginx"}
+SERVICES = {
+    "api", "nginx", "postgres", "redis", "blackbox", "host", "prometheus", "alertmanager",
+    "pushgateway",
+}  # fmt: skip
+RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
+RUNBOOK_URL = re.compile(r"^docs/runbooks\.md#([a-z0-9-]+)$")
 # docs/CONTRACT.md: job name -> targets (the api job resolves its replicas through DNS).
 STATIC_TARGETS = {
     "nginx": ["nginx-exporter:9113"],
@@ -46,6 +53,9 @@ STATIC_TARGETS = {
     "prometheus": ["localhost:9090"],
     "pushgateway": ["pushgateway:9091"],
 }
+# Probed through the blackbox exporter: the target is a URL, the scrape goes to the prober.
+PROBES = {"blackbox": ["http://nginx:8080/health/live"]}
+PROBER = "blackbox-exporter:9115"
 # level:metric:operations (https://prometheus.io/docs/practices/rules/).
 RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
 
@@ -97,10 +107,15 @@ def test_one_rule_file_per_domain() -> None:
     assert {p.name for p in RULE_FILES} >= {
         "api_alerts.yml",
         "api_recording.yml",
+        "capacity_alerts.yml",
+        "edge_alerts.yml",
+        "host_alerts.yml",
+        "monitoring_alerts.yml",
         "nginx_alerts.yml",
         "postgres_alerts.yml",
         "redis_alerts.yml",
         "slo_alerts.yml",
+        "slo_recording.yml",
     }
     assert TEST_FILES, "services/prometheus/tests/ has no promtool test files"
 
@@ -114,7 +129,7 @@ def test_scrape_config_matches_contract() -> None:
     ]
 
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"api", *STATIC_TARGETS}
+    assert set(jobs) == {"api", *STATIC_TARGETS, *PROBES}
 
     # The native runner rewrites targets in place, so each job keeps exactly one plain
     # discovery block and nothing else that could carry targets.
@@ -123,6 +138,16 @@ def test_scrape_config_matches_contract() -> None:
     for name, targets in STATIC_TARGETS.items():
         assert jobs[name]["static_configs"] == [{"targets": targets}], name
         assert "dns_sd_configs" not in jobs[name], name
+
+    for name, urls in PROBES.items():
+        probe = jobs[name]
+        assert probe["static_configs"] == [{"targets": urls}], name
+        assert probe["metrics_path"] == "/probe"
+        relabel = probe["relabel_configs"]
+        assert {"source_labels": ["__address__"], "target_label": "__param_target"} in relabel
+        # instance stays the probed URL, so an alert names what failed, not the prober.
+        assert {"source_labels": ["__param_target"], "target_label": "instance"} in relabel
+        assert {"target_label": "__address__", "replacement": PROBER} in relabel
 
     api = jobs["api"]
     assert "static_configs" not in api
@@ -222,7 +247,7 @@ def test_alert_has_required_labels_and_annotations(rule: dict[str, Any]) -> None
     name = rule["alert"]
     assert re.fullmatch(rf"{ALERT_PREFIX}[A-Z][A-Za-z0-9]*", name), name
     labels = rule.get("labels", {})
-    assert labels.get("severity") in SEVERITIES, labels
+    assert labels.get("severity") in (SEVERITIES if name != WATCHDOG else {"none"}), labels
     assert labels.get("service") in SERVICES, labels
     # A one-evaluation blip should never notify.
     assert "for" in rule, f"{name} has no `for`"
@@ -232,6 +257,29 @@ def test_alert_has_required_labels_and_annotations(rule: dict[str, Any]) -> None
     assert re.search(r"\{\{.*(\$value|\$labels\.).*\}\}", description), (
         f"{name}: description must template the value or a label"
     )
+    assert RUNBOOK_URL.match(annotations.get("runbook_url", "")), f"{name}: no runbook_url"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", markdown, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_anchor_extraction() -> None:
+    assert _anchors("# Runbooks\n## StackApiDown\ntext\n### What it means\n") == {
+        "runbooks", "stackapidown", "what-it-means",
+    }  # fmt: skip
+
+
+def test_every_runbook_url_names_a_section_of_the_runbooks() -> None:
+    anchors = _anchors(RUNBOOKS.read_text(encoding="utf-8"))
+    missing = {}
+    for rule in alert_rules():
+        match = RUNBOOK_URL.match(rule["annotations"].get("runbook_url", ""))
+        if match is None or match.group(1) not in anchors:
+            missing[rule["alert"]] = rule["annotations"].get("runbook_url")
+    assert missing == {}, f"runbook_url without a section in {RUNBOOKS.name}"
 
 
 def test_rule_names_are_unique_and_recording_rules_follow_convention() -> None:
@@ -255,7 +303,10 @@ def test_every_alert_fires_and_stays_silent_in_some_unit_test() -> None:
             silent.add(case["alertname"])
     names = {rule["alert"] for rule in alert_rules()}
     assert sorted(names - fired) == [], "alerts never expected to fire in services/prometheus/tests"
-    assert sorted(names - silent) == [], "alerts never expected to stay silent (exp_alerts: [])"
+    # The Watchdog's whole point is never to stay silent.
+    assert sorted(names - silent - {WATCHDOG}) == [], (
+        "alerts never expected to stay silent (exp_alerts: [])"
+    )
 
 
 def test_unit_tests_only_name_existing_alerts_and_rule_files() -> None:
@@ -280,7 +331,9 @@ def test_fired_alerts_in_unit_tests_pin_severity_and_service() -> None:
             expected = by_name[case["alertname"]]
             assert labels["severity"] == expected["severity"], (path.name, case["alertname"])
             assert labels["service"] == expected["service"], (path.name, case["alertname"])
-            assert alert.get("exp_annotations", {}).keys() >= {"summary", "description"}
+            assert alert.get("exp_annotations", {}).keys() >= {
+                "summary", "description", "runbook_url",
+            }  # fmt: skip
 
 
 # --- the checks can fail -------------------------------------------------------------------
@@ -369,7 +422,7 @@ def test_promtool_unit_test_with_wrong_expectation_fails(tmp_path: Path) -> None
 
 # Each mutation is a plausible regression; the unit tests must notice it.
 MUTATIONS = {
-    "page-threshold": ("slo_alerts.yml", "> (14.4 * 0.001)", "> (30 * 0.001)"),
+    "page-threshold": ("slo_alerts.yml", "/ 0.001 > 14.4", "/ 0.001 > 30"),
     "no-absent-arm": ("api_alerts.yml", ' or absent(up{job="api"})', ""),
     "no-zero-fill": (
         "api_recording.yml",
@@ -378,8 +431,38 @@ MUTATIONS = {
     ),
     "short-window-dropped": (
         "slo_alerts.yml",
-        'and\n          (1 - job:sli_availability:ratio_rate5m{job="api"}) > (14.4 * 0.001)',
+        'and on (service)\n          (1 - service:sli_availability:ratio_rate5m{service="api"})'
+        " / 0.001 > 14.4\n",
         "",
+    ),
+    # The 2026-11-30 review's defects, each undone again.
+    "1-no-bad-event-floor": (
+        "slo_alerts.yml",
+        "and on (service)\n"
+        '          service:sli_availability_bad_events:count1h{service="api"} >= 10',
+        "",
+    ),
+    "2-no-edge-probes": (
+        "slo_recording.yml",
+        "or\n            label_replace("
+        'job:probe_success:avg_over_time1h{job="blackbox"}, "service", "api", "", "")',
+        "",
+    ),
+    # "Expected" read from the targets Prometheus discovers is the defect itself.
+    "4-expected-from-discovery": (
+        "capacity_alerts.yml",
+        'max by (job) (api_replicas_expected{job="api"})',
+        'count by (job) (up{job="api"})',
+    ),
+    "7-exporter-down-pages": (
+        "postgres_alerts.yml",
+        'pg_up{job="postgres"} == 0',
+        'pg_up{job="postgres"} == 0 or up{job="postgres"} == 0',
+    ),
+    "8-value-not-burn-rate": (
+        "slo_alerts.yml",
+        '(1 - service:sli_availability:ratio_rate1h{service="api"}) / 0.001 > 14.4',
+        '(1 - service:sli_availability:ratio_rate1h{service="api"}) > 14.4 * 0.001',
     ),
 }
 

@@ -11,7 +11,7 @@ import yaml
 from app.config import Settings
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
-from stack.paths import ALERTMANAGER_DIR, PROMETHEUS_DIR, REDIS_CONFIG, REPO_ROOT
+from stack.paths import ALERTMANAGER_DIR, BLACKBOX_CONFIG, PROMETHEUS_DIR, REDIS_CONFIG, REPO_ROOT
 from stack.topology import LOADTEST_PROFILE, NOT_NATIVE, PORTS, SERVICES, Topology
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -74,7 +74,13 @@ def test_native_runner_uses_the_files_compose_mounts(tmp_path: Path) -> None:
     render_all(Topology.from_env(env), env, dirs, as_root=False)
     supervisor = dirs.supervisor_conf.read_text()
     assert str(REDIS_CONFIG) in supervisor
-    assert f"--config.file={ALERTMANAGER_DIR / 'alertmanager.yml'}" in supervisor
+    # Alertmanager starts through the entrypoint Compose runs too, which renders the committed
+    # alertmanager.yml with the receiver URL from the environment.
+    assert f"{ALERTMANAGER_DIR / 'entrypoint.sh'} {dirs.run / 'alertmanager.yml'}" in supervisor
+    compose_alertmanager = COMPOSE["services"]["alertmanager"]["entrypoint"]
+    assert compose_alertmanager[1:3] == ["/etc/alertmanager/entrypoint.sh", "/tmp/alertmanager.yml"]
+    assert str(BLACKBOX_CONFIG) in supervisor
+    assert BLACKBOX_CONFIG.parent in mounted
     # nginx runs the shared nginx.conf unchanged; only conf.d/ is rendered.
     shared = (REPO_ROOT / "services" / "nginx" / "nginx.conf").read_bytes()
     assert (dirs.run / "nginx" / "nginx.conf").read_bytes() == shared

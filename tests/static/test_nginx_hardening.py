@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -130,9 +131,8 @@ def test_raw_bytes_outside_ascii_in_the_target_are_a_400_problem(target: str) ->
 )
 def test_unknown_transfer_encodings_are_problems(encoding: str) -> None:
     with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
-        answer = nginx.raw(
-            f"POST /items HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:{encoding}\r\n\r\n0\r\n\r\n".encode()
-        )
+        head = f"POST /items HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:{encoding}\r\n\r\n"
+        answer = nginx.raw(head.encode() + b"0\r\n\r\n")
     if encoding == "\tchunked" and answer.status == 200:
         # nginx >= 1.23 (Compose's) skips a tab before a value as it does a space: plain chunked.
         assert upstream.requests[0]["body_bytes"] == 0
@@ -220,6 +220,20 @@ def test_every_access_log_line_is_json_after_a_burst_of_refusals() -> None:
 
 
 # --- limits and timeouts -----------------------------------------------------------------------
+
+
+def test_the_production_values_the_short_test_values_stand_in_for() -> None:
+    text = re.sub(r"#.*", "", (NGINX_DIR / "nginx.conf").read_text())
+    directives = dict(re.findall(r"^\s*(\w+)\s+([^;{]*);", text, flags=re.MULTILINE))
+    assert directives["client_header_timeout"] == "10s"
+    assert directives["client_body_timeout"] == "10s"
+    assert directives["proxy_read_timeout"] == "10s"
+    assert directives["reset_timedout_connection"] == "on"
+    assert directives["proxy_request_buffering"] == "off"
+    assert directives["limit_conn_status"] == directives["limit_req_status"] == "429"
+    # Refusals are counted in the access log, not written one by one into the error log.
+    assert directives["limit_conn_log_level"] == directives["limit_req_log_level"] == "info"
+    assert re.search(r"^error_log stderr warn;", text, flags=re.MULTILINE)
 
 
 @contextlib.contextmanager

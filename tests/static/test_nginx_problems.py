@@ -118,27 +118,22 @@ def _get(path: str, headers: str = "") -> bytes:
     return RAW.format(path=path, headers=headers).encode("latin-1")
 
 
+CHUNKED = "Transfer-Encoding: chunked\r\n"
+
+
+def _post(headers: str, body: bytes = b"", version: str = "1.1") -> bytes:
+    host = "Host: a\r\n" if version == "1.1" else ""
+    return f"POST /items HTTP/{version}\r\n{host}{headers}\r\n".encode() + body
+
+
 # name → (request bytes, internal port?, status)
 PLAIN: dict[str, tuple[bytes, bool, int]] = {
     "400 bad header line": (_get("/items", "No colon here\r\n"), False, 400),
     "400 no Host": (b"GET /items HTTP/1.1\r\n\r\n", False, 400),
     "400 two Hosts": (_get("/items", "Host: other\r\n"), False, 400),
-    "400 CL and TE": (
-        b"POST /items HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        False,
-        400,
-    ),
-    "400 bad chunk size": (
-        b"POST /items HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
-        False,
-        400,
-    ),
-    "400 TE with HTTP/1.0": (
-        b"POST /items HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        False,
-        400,
-    ),
+    "400 CL and TE": (_post(f"Content-Length: 4\r\n{CHUNKED}", b"0\r\n\r\n"), False, 400),
+    "400 bad chunk size": (_post(CHUNKED, b"zz\r\n\r\n"), False, 400),
+    "400 TE with HTTP/1.0": (_post(CHUNKED, b"0\r\n\r\n", "1.0"), False, 400),
     "400 raw UTF-8 in the path": (b"GET /it\xc3\xa9ms HTTP/1.1\r\nHost: a\r\n\r\n", False, 400),
     "400 on the internal port": (b"GET / HTTP/1.1\r\nNo colon\r\n\r\n", True, 400),
     "404 /metrics": (_get("/metrics"), False, 404),
@@ -152,12 +147,8 @@ PLAIN: dict[str, tuple[bytes, bool, int]] = {
         True,
         412,
     ),
-    "413 by Content-Length": (
-        b"POST /items HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n",
-        False,
-        413,
-    ),
-    "413 internal": (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", True, 413),
+    "413 by Content-Length": (_post("Content-Length: 2000000\r\n"), False, 413),
+    "413 internal": (_post("Content-Length: 2000000\r\n"), True, 413),
     "414": (_get("/items?q=" + "a" * 10_000), False, 414),
     "431 one huge header": (_get("/items", "X-Big: " + "a" * 9000 + "\r\n"), False, 431),
     "431 too many headers": (
@@ -165,11 +156,7 @@ PLAIN: dict[str, tuple[bytes, bool, int]] = {
         False,
         431,
     ),
-    "501 gzip, chunked": (
-        b"POST /items HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-        False,
-        501,
-    ),
+    "501 gzip, chunked": (_post("Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n"), False, 501),
     "505 HTTP/2.0": (b"GET /items HTTP/2.0\r\nHost: a\r\n\r\n", False, 505),
     "505 HTTP/9.9": (b"GET /items HTTP/9.9\r\nHost: a\r\n\r\n", True, 505),
 }

@@ -28,6 +28,10 @@ API_SETTINGS = frozenset({
 })  # fmt: skip
 
 
+# Files the stack creates are not readable by other local users: logs 0640, directories 0750.
+LOG_UMASK = 0o027
+
+
 @dataclass(frozen=True)
 class Program:
     name: str
@@ -38,6 +42,9 @@ class Program:
     stopsignal: str = "TERM"
     stopwaitsecs: int = 10
     startsecs: int = 1
+    # stderr to <name>.error.log instead of into <name>.log, for a program whose stdout is a
+    # machine-readable stream of its own (nginx's JSON access log).
+    separate_stderr: bool = False
 
     def section(self, logs: Path) -> str:
         lines = [
@@ -52,11 +59,19 @@ class Program:
             # Signals reach the whole process group, so no child outlives `make down`.
             "stopasgroup=true",
             "killasgroup=true",
-            "redirect_stderr=true",
             f"stdout_logfile={logs / self.name}.log",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=2",
         ]
+        if self.separate_stderr:
+            lines += [
+                "redirect_stderr=false",
+                f"stderr_logfile={logs / self.name}.error.log",
+                "stderr_logfile_maxbytes=20MB",
+                "stderr_logfile_backups=2",
+            ]
+        else:
+            lines.append("redirect_stderr=true")
         if self.directory is not None:
             lines.append(f"directory={self.directory}")
         if self.user is not None:
@@ -242,7 +257,13 @@ def programs(
     topology: Topology, env: Mapping[str, str], dirs: StackDirs, *, as_root: bool
 ) -> list[Program]:
     grace = int(env.get("SHUTDOWN_GRACE_SECONDS", "20"))
-    nginx = Program("nginx", nginx_command(dirs.nginx), stopsignal="QUIT", stopwaitsecs=grace + 5)
+    nginx = Program(
+        "nginx",
+        nginx_command(dirs.nginx),
+        stopsignal="QUIT",
+        stopwaitsecs=grace + 5,
+        separate_stderr=True,
+    )
     return [
         *_datastores(topology, env, dirs, as_root=as_root),
         *_replicas(topology, env),
@@ -268,6 +289,9 @@ pidfile={dirs.run / "supervisord.pid"}
 childlogdir={dirs.logs}
 nodaemon=false
 minfds=8192
+; Logs are 0640 (request paths, errors that quote request lines): supervisord creates the
+; programs' log files, and every program inherits this umask.
+umask={LOG_UMASK:03o}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
+from stack.config.supervisor import LOG_UMASK
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
 from stack.paths import API_DIR, data_root
@@ -174,6 +175,8 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(dirs.supervisor_conf)],
             check=True,
             timeout=30,
+            # Its own log is opened before the config's umask applies (when it daemonizes).
+            umask=LOG_UMASK,
         )
         _wait("supervisord", (dirs.run / "supervisor.sock").exists, dirs, "supervisord")
     else:

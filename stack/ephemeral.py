@@ -20,7 +20,7 @@ from typing import Any, Self
 import httpx
 
 from stack.paths import REPO_ROOT
-from stack.procs import free_block, free_port, port_open
+from stack.procs import free_block, free_ports, port_open
 from stack.servers import postgres_bindir
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
@@ -31,9 +31,10 @@ _FOREIGN = ("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_")
 def ephemeral_env(data_dir: Path, replicas: int, **settings: str) -> dict[str, str]:
     """The environment for `python -m stack.native` to run a stack of its own in data_dir."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(_FOREIGN)}
-    env |= {var: str(free_port()) for var, _ in PORTS.values()}
+    ports = free_ports(len(PORTS))
+    env |= {var: str(port) for (var, _), port in zip(PORTS.values(), ports, strict=True)}
     env |= {
-        API_BASE_PORT[0]: str(free_block(replicas)),
+        API_BASE_PORT[0]: str(free_block(replicas, avoid=frozenset(ports))),
         "API_REPLICAS": str(replicas),
         "STACK_DATA_DIR": str(data_dir),
         "STACK_ENV_FILE": str(data_dir / ".env"),

@@ -26,7 +26,14 @@ $(foreach assignment,$(ENGINE_ENV),$(eval export $(assignment)))
 
 # Compose where a Docker engine answers, the native stack (supervisord) otherwise.
 STACK ?= $(shell $(ENGINE_ENV) docker info >/dev/null 2>&1 && echo compose || echo native)
-COMPOSE := docker compose
+# The stack's settings: .env, or the file STACK_ENV_FILE names (the native runner reads the same
+# variable), so a second stack (the tests' own) never touches the checkout's. Compose also takes
+# COMPOSE_PROJECT_NAME, COMPOSE_FILE and COMPOSE_PROFILES from that file.
+ENV_FILE := $(abspath $(or $(STACK_ENV_FILE),.env))
+COMPOSE := docker compose $(if $(STACK_ENV_FILE),--env-file $(ENV_FILE))
+# down and clean: the services of every profile too (load test, scheduled backups), or their
+# stopped containers would outlive the stack.
+COMPOSE_ALL := $(COMPOSE) --profile '*'
 NATIVE := $(RUN) python -m stack.native
 # Seconds `up --wait` gives the started containers to become healthy (Compose counts them from
 # the last start; a dependency that turns unhealthy fails `up` sooner), then `make up` shows why.
@@ -47,6 +54,16 @@ for service in $$($(COMPOSE) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}
 			$$container | tail -n 3 >&2; \
 	done; \
 done
+endef
+
+# With the `backup` profile on (scheduled backups, docker-compose.yml), the folder they go to is
+# made first and yours: a bind mount Docker creates itself would be root's. In a subshell: sourcing
+# the settings must not change what the environment hands Compose (which takes precedence).
+define BACKUP_FOLDER
+(folder="$${BACKUP_DIR:-}"; profiles="$${COMPOSE_PROFILES:-}"; \
+if [ -f $(ENV_FILE) ]; then . $(ENV_FILE); fi; folder="$${folder:-$${BACKUP_DIR:-backups}}"; \
+case ",$${profiles:-$${COMPOSE_PROFILES:-}}," in *,backup,*) \
+	mkdir -p "$$folder" && chmod 700 "$$folder";; esac)
 endef
 
 .PHONY: help  ## Show this list of targets
@@ -78,12 +95,14 @@ engine-stop:
 	python3 -m stack.engine stop
 
 .PHONY: up  ## Start the whole stack and wait until every service is healthy (STACK=compose|native)
-up: compose-engine .env
+up: compose-engine $(ENV_FILE)
 ifeq ($(STACK),compose)
 	services="$$($(UP_SERVICES))"; \
-	$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT) $$services \
+	$(BACKUP_FOLDER); \
+	BACKUP_UID=$$(id -u) BACKUP_GID=$$(id -g) \
+		$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT) $$services \
 		|| { status=$$?; $(COMPOSE_FAILURES); exit $$status; }
-	@. ./.env; echo; \
+	@. $(ENV_FILE); echo; \
 	echo "  API through nginx   http://127.0.0.1:$${NGINX_PORT:-8080}  (docs: /docs)"; \
 	if $(COMPOSE) ps --services --status running | grep -qx grafana; then \
 	echo "  Grafana             http://127.0.0.1:$${GRAFANA_PORT:-3000}  (anonymous viewer; admin password in .env)"; fi; \
@@ -97,7 +116,7 @@ endif
 .PHONY: down  ## Stop the stack (data is kept)
 down: compose-engine
 ifeq ($(STACK),compose)
-	$(COMPOSE) down
+	$(COMPOSE_ALL) down
 else
 	$(NATIVE) down
 endif
@@ -131,14 +150,14 @@ endif
 .PHONY: clean  ## Stop the stack and delete its data (database, metrics, logs)
 clean: compose-engine
 ifeq ($(STACK),compose)
-	$(COMPOSE) down --volumes --remove-orphans
+	$(COMPOSE_ALL) down --volumes --remove-orphans
 else
 	$(NATIVE) clean
 endif
 
 # Random secrets on first run; never overwrites one that is already set.
-.env: .env.example
-	python3 -m stack.envfile .
+$(ENV_FILE): .env.example
+	python3 -m stack.envfile . $(ENV_FILE)
 
 .PHONY: dev  ## Run one API replica with auto-reload, beside its own PostgreSQL and Redis
 dev: install
@@ -199,7 +218,11 @@ LOADTEST_ENV := $(strip $(if $(LOADTEST_HOST),LOADTEST_HOST='$(LOADTEST_HOST)') 
 LOADTEST_COMPOSE_WORKERS := $(or $(WORKERS),5)
 LOADTEST_COMPOSE := env $(LOADTEST_ENV) LOADTEST_WORKERS=$(LOADTEST_COMPOSE_WORKERS) \
 	LOADTEST_UID=$$(id -u) LOADTEST_GID=$$(id -g) $(COMPOSE) --profile loadtest
-LOADTEST_COMPOSE_UP := up --build --no-deps --scale locust-worker=$(LOADTEST_COMPOSE_WORKERS)
+# --abort-on-container-failure (Compose >= 2.27): a worker that exits 0 when the master tells it
+# to quit must not stop the master while it writes the report (--exit-code-from alone implies
+# --abort-on-container-exit, which does); a worker that fails still stops the run.
+LOADTEST_COMPOSE_UP := up --build --no-deps --scale locust-worker=$(LOADTEST_COMPOSE_WORKERS) \
+	--abort-on-container-failure
 
 .PHONY: loadtest  ## Load-test the running stack, judge it by loadtest/thresholds.toml, write a report
 loadtest: compose-engine

@@ -55,5 +55,23 @@ def stack_env(root: Path) -> dict[str, str]:
     return {**ensure_env(root, env_file), **{k: v for k, v in os.environ.items() if k.isupper()}}
 
 
+def set_values(target: Path, values: dict[str, str]) -> None:
+    """Set these keys in an env file: each existing line rewritten in place, new keys appended."""
+    lines = target.read_text().splitlines() if target.exists() else []
+    pending = dict(values)
+    out = []
+    for line in lines:
+        key = line.partition("=")[0].strip()
+        if "=" in line and not line.lstrip().startswith("#") and key in pending:
+            out.append(f"{key}={pending.pop(key)}")
+        else:
+            out.append(line)
+    out += [f"{key}={value}" for key, value in pending.items()]
+    target.write_text("\n".join(out) + "\n")
+    target.chmod(0o600)
+
+
 if __name__ == "__main__":
-    ensure_env(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd())
+    # python3 -m stack.envfile [ROOT [TARGET]]: TARGET defaults to ROOT/.env (make's STACK_ENV_FILE).
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()
+    ensure_env(root, Path(sys.argv[2]) if len(sys.argv) > 2 else None)

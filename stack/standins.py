@@ -385,7 +385,10 @@ def services() -> list[str]:
     """Compose's services the project's engine can run: those it builds or has an image for.
     Each one left out is named, with the reason, on stderr."""
     env = engine.our_env()
-    result = docker(env, "compose", "config", "--format", "json", cwd=REPO, check=False)
+    # The settings file make passes to Compose (STACK_ENV_FILE), which may name another project.
+    env_file = os.environ.get("STACK_ENV_FILE")
+    options = ["--env-file", str(Path(env_file).resolve())] if env_file else []
+    result = docker(env, "compose", *options, "config", "--format", "json", cwd=REPO, check=False)
     if result.returncode != 0:
         raise StandInError(f"docker compose config failed:\n{result.stderr.strip()}")
     config = json.loads(result.stdout)

@@ -41,12 +41,15 @@ SERVICES = (
     "nginx", "api", "migrate", "postgres", "redis", "prometheus", "alertmanager", "grafana",
     "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter", "blackbox-exporter",
     "pushgateway",
-    "locust-master", "locust-worker",
+    "locust-master", "locust-worker", "backup",
 )  # fmt: skip
 NOT_NATIVE = frozenset({"grafana"})
 # Compose's `loadtest` profile: started only for a load test. Natively `make loadtest` runs them
 # as plain processes for the length of the run (loadtest/locust_procs.py), not under supervisord.
 LOADTEST_PROFILE = frozenset({"locust-master", "locust-worker"})
+# Compose's `backup` profile: scheduled backups. Natively `make backup` takes one when run (a
+# timer of the host's can run it on a schedule).
+BACKUP_PROFILE = frozenset({"backup"})
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def test_only_nginx_and_the_monitoring_uis_publish_ports(resolved: dict[str, Any
 
 def test_host_ports_come_from_env(raw: dict[str, Any]) -> None:
     services = raw["services"]
-    assert services["nginx"]["ports"] == ["${NGINX_PORT:-8080}:8080"]
+    assert services["nginx"]["ports"] == ["${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_PORT:-8080}:8080"]
     for name, variable, port in [
         ("prometheus", "PROMETHEUS_PORT", 9090),
         ("alertmanager", "ALERTMANAGER_PORT", 9093),

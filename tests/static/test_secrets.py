@@ -242,7 +242,6 @@ DROPS_ROOT_ITSELF = {
     "alertmanager": "image USER nobody",
     "pushgateway": "image USER nobody",
     "node-exporter": "image USER nobody",
-    "blackbox-exporter": "image USER nobody",
     "postgres-exporter": "image USER nobody",
     "redis-exporter": "image USER 59000 (the -alpine variant)",
     "nginx-exporter": "image USER 1001",

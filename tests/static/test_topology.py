@@ -12,7 +12,14 @@ from app.config import Settings
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
 from stack.paths import ALERTMANAGER_DIR, BLACKBOX_CONFIG, PROMETHEUS_DIR, REDIS_CONFIG, REPO_ROOT
-from stack.topology import LOADTEST_PROFILE, NOT_NATIVE, PORTS, SERVICES, Topology
+from stack.topology import (
+    BACKUP_PROFILE,
+    LOADTEST_PROFILE,
+    NOT_NATIVE,
+    PORTS,
+    SERVICES,
+    Topology,
+)
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
@@ -30,8 +37,9 @@ def test_same_services() -> None:
     assert set(COMPOSE["services"]) == set(SERVICES)
     assert {"grafana"} == NOT_NATIVE
     profiled = {name for name, svc in COMPOSE["services"].items() if svc.get("profiles")}
-    assert profiled == LOADTEST_PROFILE
-    assert all(COMPOSE["services"][name]["profiles"] == ["loadtest"] for name in profiled)
+    assert profiled == LOADTEST_PROFILE | BACKUP_PROFILE
+    assert all(COMPOSE["services"][name]["profiles"] == ["loadtest"] for name in LOADTEST_PROFILE)
+    assert all(COMPOSE["services"][name]["profiles"] == ["backup"] for name in BACKUP_PROFILE)
 
 
 @pytest.mark.parametrize("service", ["nginx", "prometheus", "alertmanager"])

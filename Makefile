@@ -41,17 +41,22 @@ UP_TIMEOUT ?= 300
 # On the project's engine: only the services it has an image for (no registry, no Grafana there).
 UP_SERVICES := $(if $(ENGINE_ENV),python3 -m stack.standins services,true)
 
-# After a failed `up`: every service's state, then the last log lines of each one that is neither
-# running (and not unhealthy) nor a one-shot that exited 0.
+# After a failed `up`: every service's state, then the last log lines and healthcheck output of
+# each one that failed: unhealthy, exited non-zero, restarting or dead; when none did, those still
+# starting when UP_TIMEOUT ran out. (Those merely `created` never started because one of these
+# failed.) It runs under `set -e`: nothing in it may fail, or the report would stop at the first
+# container without a healthcheck.
 define COMPOSE_FAILURES
-$(COMPOSE) ps -a; \
+$(COMPOSE) ps -a || true; \
 for service in $$($(COMPOSE) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' \
-		| awk -F'|' '!(($$2 == "running" && $$3 != "unhealthy" && $$3 != "starting") || ($$2 == "exited" && $$4 == "0")) {print $$1}' \
-		| sort -u); do \
-	echo "--- $$service: its last log lines" >&2; $(COMPOSE) logs --no-color --tail=30 $$service >&2; \
+		| awk -F'|' '$$3 == "unhealthy" || ($$2 == "exited" && $$4 != "0") || $$2 == "restarting" || $$2 == "dead" {failed = failed " " $$1} \
+			$$2 == "running" && $$3 == "starting" {starting = starting " " $$1} \
+			END {print (failed != "" ? failed : starting)}' \
+		| tr ' ' '\n' | sort -u); do \
+	echo "--- $$service: its last log lines" >&2; $(COMPOSE) logs --no-color --tail=30 $$service >&2 || true; \
 	for container in $$($(COMPOSE) ps -a -q $$service); do \
-		docker inspect --format '{{range .State.Health.Log}}healthcheck (exit {{.ExitCode}}): {{.Output}}{{"\n"}}{{end}}' \
-			$$container | tail -n 3 >&2; \
+		docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}healthcheck (exit {{.ExitCode}}): {{.Output}}{{"\n"}}{{end}}{{end}}' \
+			$$container | tail -n 3 >&2 || true; \
 	done; \
 done
 endef
@@ -179,6 +184,7 @@ format: install
 
 .PHONY: test  ## Lint, then every test: the API, static checks, the whole stack end to end
 test: system-deps lint
+	bash stack/system-deps.sh wrk
 	$(RUN) pytest
 
 .PHONY: test-api  ## The API's own tests only (seconds; a throwaway PostgreSQL and Redis, no stack)

@@ -22,6 +22,11 @@ def _parse(text: str) -> dict[str, str]:
     return values
 
 
+def read_env(path: Path | str) -> dict[str, str]:
+    """The settings an env file holds (no interpolation, as Compose and the runners read them)."""
+    return _parse(Path(path).read_text())
+
+
 def ensure_env(root: Path, target: Path | None = None) -> dict[str, str]:
     """Create or complete `target` (default: root/.env) from root/.env.example."""
     example = root / ".env.example"
@@ -72,6 +77,6 @@ def set_values(target: Path, values: dict[str, str]) -> None:
 
 
 if __name__ == "__main__":
-    # python3 -m stack.envfile [ROOT [TARGET]]: TARGET defaults to ROOT/.env (make's STACK_ENV_FILE).
+    # python3 -m stack.envfile [ROOT [TARGET]]: TARGET is ROOT/.env unless make names another.
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd()
     ensure_env(root, Path(sys.argv[2]) if len(sys.argv) > 2 else None)

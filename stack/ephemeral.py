@@ -10,18 +10,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import httpx
 
+from stack.monitoring import Monitoring
 from stack.paths import REPO_ROOT
 from stack.procs import free_block, free_ports, port_open
-from stack.servers import postgres_bindir
+from stack.running import LiveStack
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.
@@ -44,10 +44,11 @@ def ephemeral_env(data_dir: Path, replicas: int, **settings: str) -> dict[str, s
 
 
 @dataclass
-class EphemeralStack:
+class EphemeralStack(LiveStack):
     topology: Topology
     data_dir: Path
     env: dict[str, str]
+    runner = "native"
 
     @classmethod
     def prepare(cls, data_dir: Path, replicas: int, **settings: str) -> Self:
@@ -82,103 +83,84 @@ class EphemeralStack:
         """The pid supervisord has for a program ("api:api-2", "postgres"); 0 when not running."""
         return int(self.supervisorctl("pid", program).strip() or 0)
 
-    def log(self, program: str) -> str:
-        return (self.data_dir / "stack" / "logs" / f"{program}.log").read_text(errors="replace")
+    # --- LiveStack ----------------------------------------------------------------------------
 
-    def secret(self, key: str) -> str:
-        for line in (self.data_dir / ".env").read_text().splitlines():
-            name, _, value = line.partition("=")
-            if name == key:
-                return value
-        raise KeyError(key)
-
-    def sql(self, query: str) -> list[list[str]]:
-        """Rows of a query run with psql as the application's role (fields as text)."""
-        result = subprocess.run(
-            [
-                str(postgres_bindir() / "psql"), "--no-psqlrc", "--tuples-only", "--no-align",
-                "--field-separator=\t", f"--host={self.topology.host}",
-                f"--port={self.topology.ports['postgres']}",
-                f"--username={self.secret('POSTGRES_USER')}",
-                f"--dbname={self.secret('POSTGRES_DB')}", "--command", query,
-            ],
-            env={"PGPASSWORD": self.secret("POSTGRES_PASSWORD"), "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )  # fmt: skip
-        return [line.split("\t") for line in result.stdout.splitlines() if line]
+    @property
+    def replicas(self) -> int:
+        return self.topology.replicas
 
     @property
     def nginx(self) -> str:
         return self.topology.url("nginx")
 
     @property
-    def prometheus(self) -> str:
-        return self.topology.url("prometheus")
+    def nginx_port(self) -> int:
+        return self.topology.ports["nginx"]
+
+    @property
+    def monitoring(self) -> Monitoring:
+        url = self.topology.url
+        return Monitoring(url("prometheus"), url("alertmanager"), url("pushgateway"))
+
+    @property
+    def env_file(self) -> str:
+        return str(self.data_dir / ".env")
 
     def replica_url(self, replica: int) -> str:
         return f"http://{self.topology.api_addresses[replica - 1]}"
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
-        )
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
-        return result
+    def replica_urls(self) -> list[str]:
+        return [f"http://{address}" for address in self.topology.api_addresses]
 
-    def wait_for(
-        self, promql: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        result: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            result = self.query(promql)
-            if predicate(result):
-                return result
-            time.sleep(0.5)
-        raise AssertionError(f"{promql} never satisfied the check; last result: {result}")
+    def replica_addresses(self) -> list[str]:
+        return self.topology.api_addresses
 
-    def alerts(self) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.prometheus}/api/v1/alerts", timeout=10)
-        response.raise_for_status()
-        alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
-        return alerts
+    def replica_ids(self) -> list[str]:
+        return [str(self.pid(f"api:api-{r}")) for r in range(1, self.replicas + 1)]
 
-    def served_by(self, request_ids: set[str]) -> set[str]:
-        """Addresses of the replicas whose own access log shows any of these requests.
+    def stop_replica(self, replica: int) -> None:
+        output = self.supervisorctl("stop", f"api:api-{replica}")
+        assert "stopped" in output, output
 
-        The replicas' logs, not nginx's: a replica writes its line at the end of its loop turn,
-        while nginx buffers its access log for up to a second (flush=1s).
-        """
-        return {
-            address
-            for replica, address in enumerate(self.topology.api_addresses, start=1)
-            if any(rid in self.log(f"api-{replica}") for rid in request_ids)
-        }
+    def start_replica(self, replica: int) -> None:
+        output = self.supervisorctl("start", f"api:api-{replica}")
+        assert "started" in output, output
+        self.wait_until_replica_serves(replica)
 
-    def wait_for_full_pool(self, timeout: float = 60) -> float:
-        """Until nginx sends traffic to every replica again; returns the seconds it took.
+    def stop_replicas(self) -> None:
+        self.supervisorctl("stop", "api:*")
 
-        A replica that failed stays out of nginx's pool for fail_timeout (10 s) after it is
-        healthy again, so "healthy" alone does not mean "serving".
-        """
-        start = time.monotonic()
-        expected = set(self.topology.api_addresses)
-        with httpx.Client(base_url=self.nginx, timeout=10) as client:
-            while time.monotonic() - start < timeout:
-                ids = {f"pool-{time.monotonic_ns()}-{n}" for n in range(12)}
-                for rid in ids:
-                    # Answered by the API alone (422, no database or cache) and, unlike /health,
-                    # written to its access log.
-                    client.get("/items/0", headers={"X-Request-ID": rid})
-                time.sleep(0.1)  # the replica writes its line at the end of its loop turn
-                if self.served_by(ids) >= expected:
-                    return time.monotonic() - start
-                time.sleep(0.2)
-        raise AssertionError(f"nginx did not route to every replica within {timeout:.0f}s")
+    def start_replicas(self) -> None:
+        self.supervisorctl("start", "api:*")
+        for replica in range(1, self.replicas + 1):
+            self.wait_until_replica_serves(replica)
+
+    def log(self, name: str) -> str:
+        return (self.data_dir / "stack" / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def logs(self) -> dict[str, str]:
+        folder = self.data_dir / "stack" / "logs"
+        return {path.stem: path.read_text(errors="replace") for path in folder.glob("*.log")}
+
+    def datastore(self, service: str) -> tuple[str, int]:
+        return self.topology.host, self.topology.ports[service]
+
+    def stop_service(self, service: str) -> None:
+        output = self.supervisorctl("stop", service)
+        assert "stopped" in output, output
+
+    def start_service(self, service: str) -> None:
+        output = self.supervisorctl("start", service)
+        assert "started" in output, output
+
+    def running(self) -> list[str]:
+        return self.leftovers()
+
+    def nginx_status(self) -> str:
+        return httpx.get(f"{self.topology.url('nginx-internal')}/stub_status", timeout=10).text
+
+    def nginx_http_conf(self) -> str:
+        return (self.data_dir / "stack" / "run" / "nginx" / "conf.d" / "http.conf").read_text()
 
     def leftovers(self) -> list[str]:
         """Command lines of processes that still belong to this stack (none after `down`)."""
@@ -212,15 +194,7 @@ def throwaway_stack(prefix: str, replicas: int, **settings: str) -> Iterator[Eph
             assert started.returncode == 0, started.stdout + started.stderr
             yield stack
         finally:
-            stopped = subprocess.run(
-                ["make", "down"],
-                cwd=REPO_ROOT,
-                env={**stack.env, "STACK": "native"},
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-            )
+            stopped = stack.make("down", timeout=180)
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
             assert stack.leftovers() == []
             assert stack.listening_ports() == []

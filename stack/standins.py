@@ -392,11 +392,13 @@ def services() -> list[str]:
     if result.returncode != 0:
         raise StandInError(f"docker compose config failed:\n{result.stderr.strip()}")
     config = json.loads(result.stdout)
+    # migrate runs the image the api service builds: on a first `up` it is not there yet.
+    built = {s.get("image") for s in config["services"].values() if "build" in s}
     runnable = []
     for name, service in sorted(config["services"].items()):
         image = service.get("image", "")
         present = docker(env, "image", "inspect", image, check=False).returncode == 0
-        if "build" in service or present:
+        if "build" in service or image in built or present:
             runnable.append(name)
         else:
             log(f"{name} is not started: the project's engine has no {image} and no registry")

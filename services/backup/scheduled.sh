@@ -16,8 +16,10 @@ status=/tmp/backup-status
 
 case "$keep" in '' | *[!0-9]* | 0) echo "backup: BACKUP_KEEP must be at least 1, got $keep" >&2; exit 2 ;; esac
 case "$interval" in '' | *[!0-9]* | 0) echo "backup: BACKUP_INTERVAL_SECONDS must be a positive number" >&2; exit 2 ;; esac
-# A stop (SIGTERM, forwarded by init) ends the wait below at once, never a dump half-written.
-trap 'exit 0' TERM INT
+# A stop (SIGTERM, forwarded by init) ends the wait between two backups at once; during one, the
+# shell runs the trap only between commands, so the backup in progress is finished first.
+stopping=""
+trap 'stopping=1' TERM INT
 
 backup() {
     name="app-$(date -u +%Y%m%dT%H%M%SZ).dump"
@@ -44,7 +46,7 @@ prune() {
     fi
 }
 
-while :; do
+while [ -z "$stopping" ]; do
     if backup; then
         prune
         echo ok >"$status"
@@ -52,6 +54,8 @@ while :; do
         echo "backup: pg_dump failed; the next try is in $interval s" >&2
         echo failed >"$status"
     fi
+    [ -z "$stopping" ] || break
     sleep "$interval" &
-    wait $!
+    # Returns early (above 128) when the trap ran.
+    wait $! || kill $! 2>/dev/null || true
 done

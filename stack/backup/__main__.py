@@ -31,7 +31,10 @@ from stack.topology import Topology
 def target_for(env: dict[str, str]) -> Target:
     kind = env.get("STACK", "native")
     if kind == "compose":
-        return ComposeTarget()
+        # The settings file make hands Compose, which names the project too (STACK_ENV_FILE).
+        env_file = env.get("STACK_ENV_FILE")
+        options = ("--env-file", str(Path(env_file).resolve())) if env_file else ()
+        return ComposeTarget(("docker", "compose", *options))
     if kind == "native":
         return NativeTarget(env, Topology.from_env(env), stack_dirs())
     raise BackupError(f"STACK must be native or compose, got {kind!r}")

@@ -125,6 +125,19 @@ def render_nginx(
     return target
 
 
+def compose_http_conf(rate: str) -> str:
+    """Compose's conf.d/http.conf (services/nginx/compose/) with another per-address rate: what a
+    test stack mounts over it when all its clients share one address, as natively NGINX_RATE_LIMIT
+    does."""
+    if not _RATE.match(rate):
+        raise ValueError(f"rate must look like 50r/s or 600r/m, got {rate!r}")
+    text = (COMPOSE_INCLUDES / "http.conf").read_text(encoding="utf-8")
+    changed, count = re.subn(r"(zone=per_ip:\S+ rate=)[0-9]+r/[sm];", rf"\g<1>{rate};", text)
+    if count != 1:
+        raise ValueError("services/nginx/compose/http.conf has no single limit_req_zone rate")
+    return changed
+
+
 def nginx_command(conf_dir: Path, *, nginx: str = "nginx", signal: str | None = None) -> list[str]:
     """The command line that runs the rendered configuration in conf_dir in the foreground.
 

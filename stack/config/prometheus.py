@@ -49,15 +49,32 @@ def _shorter(a: str, b: str) -> str:
     return a if seconds(a) <= seconds(b) else b
 
 
-def render_prometheus(topology: Topology, target: Path) -> Path:
-    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting."""
+def _with_interval(interval: str) -> dict[str, Any]:
+    """prometheus.yml with another scrape and evaluation interval."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config.setdefault("global", {})["scrape_interval"] = topology.scrape_interval
-    config["global"]["evaluation_interval"] = topology.scrape_interval
+    config.setdefault("global", {})["scrape_interval"] = interval
+    config["global"]["evaluation_interval"] = interval
     # Prometheus refuses a timeout longer than the interval; tests scrape every second.
     config["global"]["scrape_timeout"] = _shorter(
-        config["global"].get("scrape_timeout", "10s"), topology.scrape_interval
+        config["global"].get("scrape_timeout", "10s"), interval
     )
+    return config
+
+
+def render_compose_prometheus(interval: str, target: Path) -> Path:
+    """prometheus.yml for Compose, only the intervals changed: what a test stack mounts over the
+    file so its checks see series within seconds (natively NATIVE_SCRAPE_INTERVAL does it)."""
+    target.write_text(
+        "# Rendered by stack/config/prometheus.py from services/prometheus/prometheus.yml.\n"
+        + yaml.safe_dump(_with_interval(interval), sort_keys=False)
+    )
+    target.chmod(0o644)
+    return target
+
+
+def render_prometheus(topology: Topology, target: Path) -> Path:
+    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting."""
+    config = _with_interval(topology.scrape_interval)
     config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config["rule_files"]]
     for job in config["scrape_configs"]:
         targets: list[str] = []

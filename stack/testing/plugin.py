@@ -2,7 +2,12 @@
 
 It marks each test by what it really starts, read from the fixtures it uses, so `-m` selects
 honestly: `servers` (its own PostgreSQL, Redis or another server process), `stack` (a whole stack),
-`engine` (a Docker engine). Tests that start a server without a fixture carry the mark by hand.
+`engine` (a Docker engine: the `docker_engine` fixture, or the Compose value of the `runner`
+parameter). Tests that start a server without a fixture carry the mark by hand.
+
+End-to-end tests run once per runner (tests/e2e/conftest.py's `runner`: native, compose); one
+marked `native_only(reason)` or `compose_only(reason)` is skipped for the other runner, with the
+reason, which `-ra` prints.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ import pytest
 FIXTURE_MARKS = {
     "servers": "servers",
     "live_stack": "stack",
+    "backup_stack": "stack",
+    "alerting_stack": "stack",
     "chaos_stack": "stack",
-    "compose_stack": "engine",
     "docker_engine": "engine",
 }
+# Marker → the one runner its tests run on.
+RUNNER_ONLY = {"native_only": "native", "compose_only": "compose"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,3 +33,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, mark in FIXTURE_MARKS.items():
             if fixture in used:
                 item.add_marker(mark)
+        callspec = getattr(item, "callspec", None)
+        runner = callspec.params.get("runner") if callspec is not None else None
+        if runner == "compose":
+            item.add_marker("engine")
+        for name, only in RUNNER_ONLY.items():
+            marker = item.get_closest_marker(name)
+            if marker is None or runner in (None, only):
+                continue
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"{only} runner only: {reason}".rstrip(": ")))

@@ -1,24 +1,76 @@
-"""The native stack, started by the tests on free loopback ports in a throwaway data folder."""
+"""The whole stack, started by the tests, once per runner: natively (supervisord, free loopback
+ports, a throwaway data folder) and under Compose (a project of its own on a Docker engine,
+brought up with `make up`). Each test gets a `LiveStack` (stack/running.py) and does not care
+which.
 
+`runner` is session-scoped, so pytest runs every test of one runner, then takes that stack down
+before the other's starts. The Compose half needs an engine: `docker_engine` uses the one that
+answers, or starts the project's own when this session is root (and stops it at the end). Where
+neither can be had, the Compose tests are skipped and `-ra` prints why.
+"""
+
+from __future__ import annotations
+
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from stack.ephemeral import EphemeralStack, throwaway_stack
+from stack import engine
+from stack.compose import throwaway_compose_stack
+from stack.ephemeral import throwaway_stack
+from stack.running import LiveStack
 
+RUNNERS = ("native", "compose")
 REPLICAS = 3
 
 
 @pytest.fixture(scope="session")
-def live_stack() -> Iterator[EphemeralStack]:
-    # Its exit runs `make down` and fails the session if anything of the stack is left running.
-    with throwaway_stack(
-        "native-stack-",
-        REPLICAS,
-        # Fast scrapes so the checks see series within seconds.
-        NATIVE_SCRAPE_INTERVAL="1s",
-        # All test traffic comes from 127.0.0.1; the rate-limit test runs its own nginx.
-        NGINX_RATE_LIMIT="100000r/s",
+def docker_engine() -> Iterator[engine.Engine]:
+    if os.geteuid() != 0 and engine.status().startswith("none"):
+        pytest.skip(
+            "no Docker engine answers and this session is not root, so it cannot start the "
+            "project's own (start Docker, or run the tests as root)"
+        )
+    started = engine.ensure_engine(standins=True)
+    yield started
+    if started.started:
+        started.stop()
+
+
+@pytest.fixture(scope="session", params=RUNNERS)
+def runner(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "compose":
+        request.getfixturevalue("docker_engine")
+    return name
+
+
+@pytest.fixture(scope="session")
+def live_stack(runner: str, request: pytest.FixtureRequest) -> Iterator[LiveStack]:
+    # Each exit takes its stack down the way a user does and fails the session if anything of it
+    # is left (a process or a port; a container, network or volume).
+    if runner == "native":
+        with throwaway_stack(
+            "native-stack-",
+            REPLICAS,
+            # Fast scrapes so the checks see series within seconds.
+            NATIVE_SCRAPE_INTERVAL="1s",
+            # All test traffic comes from 127.0.0.1; the rate-limit test runs its own nginx.
+            NGINX_RATE_LIMIT="100000r/s",
+            SHUTDOWN_GRACE_SECONDS="5",
+        ) as stack:
+            yield stack
+        return
+    docker: engine.Engine = request.getfixturevalue("docker_engine")
+    with throwaway_compose_stack(
+        "e2e",
+        docker.env,
+        replicas=REPLICAS,
+        # The same two changes as natively, by a second Compose file over the committed one.
+        scrape_interval="1s",
+        # Everything the tests send reaches nginx from one address, the engine's gateway.
+        nginx_rate="100000r/s",
         SHUTDOWN_GRACE_SECONDS="5",
-    ) as stack:
-        yield stack
+    ) as compose_stack:
+        yield compose_stack

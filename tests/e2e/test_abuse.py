@@ -1,11 +1,11 @@
-"""Bad input and abuse, through nginx, against the live native stack.
+"""Bad input and abuse, through nginx, against the live stack (native and Compose).
 
 Every case must come back as a 4xx problem+json, from nginx or from the API, and never reach a
 500: malformed and mistyped bodies, bodies too large or nested too deep, strings and numbers out
 of range, Unicode the database refuses or must keep verbatim, SQL-shaped text, path traversal,
 header floods and requests that are not quite HTTP, bytes only Uvicorn would refuse, hostile
 Host headers, tokens in query strings, slow and stalled clients. (The rate limit's 429 with
-Retry-After is test_native_stack.py's; the edge's behaviour in detail, with short test timeouts,
+Retry-After is test_stack.py's; the edge's behaviour in detail, with short test timeouts,
 is tests/static/test_nginx_*.py's.)
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import httpx
 import pytest
 
 from stack.ephemeral import EphemeralStack
+from stack.running import LiveStack
 from stack.testing.api import ApiUser, assert_problem, new_item, new_user, wait_until_serving
 from stack.testing.nginx import Answer, assert_raw_problem, parse_answer, raw_request
 
@@ -33,7 +33,7 @@ DEEP = b"[" * 2000 + b"]" * 2000 + b"}"
 
 
 @pytest.fixture(scope="module")
-def client(live_stack: EphemeralStack) -> Iterator[httpx.Client]:
+def client(live_stack: LiveStack) -> Iterator[httpx.Client]:
     wait_until_serving(live_stack.nginx)
     with httpx.Client(base_url=live_stack.nginx, timeout=30) as c:
         yield c
@@ -45,12 +45,9 @@ def user(client: httpx.Client) -> ApiUser:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def replica_pids(live_stack: EphemeralStack) -> list[str]:
+def replica_pids(live_stack: LiveStack) -> list[str]:
     """Taken before the first case, compared after the last."""
-    return [
-        live_stack.supervisorctl("pid", f"api:api-{r}")
-        for r in range(1, live_stack.topology.replicas + 1)
-    ]
+    return live_stack.replica_ids()
 
 
 BODIES: list[tuple[str, bytes, dict[str, str], int]] = [
@@ -147,15 +144,14 @@ SQL_SHAPED = [
 
 @pytest.mark.parametrize("text", UNICODE + SQL_SHAPED)
 def test_text_is_stored_and_returned_verbatim(
-    client: httpx.Client, user: ApiUser, live_stack: EphemeralStack, text: str
+    client: httpx.Client, user: ApiUser, live_stack: LiveStack, text: str
 ) -> None:
     item = new_item(client, user, name=text[:200], description=text)
     assert (item["name"], item["description"]) == (text[:200], text)
     # Read back from the database (a list page has no cache) and from every replica.
     listed = client.get("/items", params={"cursor": item["id"] - 1, "limit": 1}).json()
     assert listed["data"][0]["description"] == text
-    for port in live_stack.topology.api_ports:
-        got = httpx.get(f"http://127.0.0.1:{port}/items/{item['id']}", timeout=10)
+    for got in live_stack.every_replica(f"/items/{item['id']}"):
         assert got.json()["description"] == text
 
 
@@ -198,7 +194,7 @@ def test_out_of_range_and_sql_shaped_parameters(
         "/docs/../../../../proc/self/environ",
     ],
 )
-def test_path_traversal_reaches_no_file(live_stack: EphemeralStack, path: str) -> None:
+def test_path_traversal_reaches_no_file(live_stack: LiveStack, path: str) -> None:
     answer = _raw(live_stack, f"GET {path} HTTP/1.1\r\nHost: api\r\n\r\n".encode())
     assert answer.status in (400, 404, 422), answer
     assert_raw_problem(answer, answer.status)
@@ -219,9 +215,9 @@ def test_header_floods_are_refused_by_nginx(client: httpx.Client) -> None:
     assert fine.status_code == 200
 
 
-def _raw(stack: EphemeralStack, request: bytes) -> Answer:
+def _raw(stack: LiveStack, request: bytes) -> Answer:
     """One request on its own connection, byte for byte, so nothing normalises it first."""
-    return raw_request(stack.topology.ports["nginx"], request)
+    return raw_request(stack.nginx_port, request)
 
 
 CHUNKED_TOO = b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
@@ -265,7 +261,7 @@ def _te(encoding: str) -> bytes:
     ],
 )
 def test_not_quite_http_is_a_problem_from_nginx(
-    live_stack: EphemeralStack, request_bytes: bytes, status: int
+    live_stack: LiveStack, request_bytes: bytes, status: int
 ) -> None:
     answer = _raw(live_stack, request_bytes)
     assert_raw_problem(answer, status)
@@ -278,7 +274,7 @@ CONTROL_BYTES = [0x01, 0x08, 0x0B, 0x0C, 0x1B, 0x1F, 0x7F]
 
 @pytest.mark.parametrize("byte", CONTROL_BYTES, ids=hex)
 def test_a_control_byte_in_a_header_the_api_reads_is_a_400_problem(
-    live_stack: EphemeralStack, user: ApiUser, byte: int
+    live_stack: LiveStack, user: ApiUser, byte: int
 ) -> None:
     for header in (f"Authorization: Bearer {user.token}", "Content-Type: application/json"):
         request = f"GET /items HTTP/1.1\r\nHost: api\r\n{header}{chr(byte)}[31m\r\n\r\n"
@@ -287,7 +283,7 @@ def test_a_control_byte_in_a_header_the_api_reads_is_a_400_problem(
 
 
 def test_a_header_the_api_does_not_read_cannot_break_a_request(
-    live_stack: EphemeralStack,
+    live_stack: LiveStack,
 ) -> None:
     """`User-Agent: curl\x1b[31m` got Uvicorn's text/plain 400: replicas no longer see it."""
     request = b"GET /health/live HTTP/1.1\r\nHost: api\r\nUser-Agent: curl\x1b[31m\r\n\r\n"
@@ -297,7 +293,7 @@ def test_a_header_the_api_does_not_read_cannot_break_a_request(
 
 
 @pytest.mark.parametrize("host", ["evil.example", 'a"b', "127.0.0.1:8001"])
-def test_redirects_are_relative_whatever_the_host(live_stack: EphemeralStack, host: str) -> None:
+def test_redirects_are_relative_whatever_the_host(live_stack: LiveStack, host: str) -> None:
     """Starlette's trailing-slash redirect went out as http://<replica>/items or echoed Host."""
     answer = _raw(live_stack, f"GET /items/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     if answer.status == 404:  # the API may stop redirecting; then it is its problem
@@ -308,7 +304,7 @@ def test_redirects_are_relative_whatever_the_host(live_stack: EphemeralStack, ho
 
 
 def test_a_token_in_a_query_string_reaches_no_log(
-    live_stack: EphemeralStack, client: httpx.Client, user: ApiUser
+    live_stack: LiveStack, client: httpx.Client, user: ApiUser
 ) -> None:
     item = new_item(client, user)
     query = {"token": user.token}
@@ -316,33 +312,35 @@ def test_a_token_in_a_query_string_reaches_no_log(
     assert_problem(client.get("/metrics", params=query), 404)
     assert_problem(client.post("/items", params=query, content=b"x" * 2**21), 413)
     time.sleep(1.5)  # nginx flushes its buffered access log within a second
+    logs = live_stack.logs()
+    assert "nginx" in logs
+    for name, text in logs.items():
+        # nginx's error lines quote the request line of a request that failed in nginx (the 413
+        # here), and nginx cannot be told otherwise: that log is as private as the rest.
+        if name != "nginx.error":
+            assert user.token not in text, name
+
+
+@pytest.mark.native_only(
+    reason="under Compose the logs are the engine's (docker logs), readable by who may run docker"
+)
+def test_the_log_folder_is_for_the_stack_s_user_only(live_stack: LiveStack) -> None:
+    assert isinstance(live_stack, EphemeralStack)
     logs = live_stack.data_dir / "stack" / "logs"
     for log in logs.iterdir():
-        # nginx's error lines quote the request line of a request that failed in nginx (the 413
-        # here), and nginx cannot be told otherwise: that file is as private as the rest.
-        if log.name != "nginx.error.log":
-            assert user.token not in log.read_text(errors="replace"), log.name
-        # Nothing in the folder is for other local users.
         assert log.stat().st_mode & 0o027 == 0, (log.name, oct(log.stat().st_mode))
     assert logs.stat().st_mode & 0o027 == 0, oct(logs.stat().st_mode)
-
-
-def _conn_limit(stack: EphemeralStack) -> int:
-    http_conf = stack.data_dir / "stack" / "run" / "nginx" / "conf.d" / "http.conf"
-    match = re.search(r"^limit_conn per_ip_conn (\d+);", http_conf.read_text(), re.MULTILINE)
-    assert match, http_conf.read_text()
-    return int(match[1])
 
 
 SLOW_BODY = b"POST /items HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
 SLOW_BODY += b"Content-Length: 100\r\n\r\n{"
 
 
-def test_requests_in_progress_from_one_address_are_limited(live_stack: EphemeralStack) -> None:
+def test_requests_in_progress_from_one_address_are_limited(live_stack: LiveStack) -> None:
     """Bodies that never finish hold a replica connection each; one address gets conn_limit."""
-    port = live_stack.topology.ports["nginx"]
+    port = live_stack.nginx_port
     with contextlib.ExitStack() as held:
-        for _ in range(_conn_limit(live_stack)):
+        for _ in range(live_stack.nginx_conn_limit()):
             conn = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
             conn.sendall(SLOW_BODY)
         time.sleep(0.5)
@@ -357,7 +355,7 @@ def test_requests_in_progress_from_one_address_are_limited(live_stack: Ephemeral
 
 
 def test_the_access_log_stays_json_and_errors_have_their_own_file(
-    live_stack: EphemeralStack,
+    live_stack: LiveStack,
 ) -> None:
     """After the refusals above (429s, 400s, 413s, 501s), nginx.log is JSON line for line."""
     time.sleep(1.5)
@@ -376,10 +374,10 @@ def _wait_for_close(conn: socket.socket) -> tuple[float, bytes]:
 
 
 def test_a_stalled_client_is_cut_off_after_10_s_without_an_answer(
-    live_stack: EphemeralStack,
+    live_stack: LiveStack,
 ) -> None:
     """nginx never sends a 408 on its timeouts (nginx/nginx#489): it resets the connection."""
-    port = live_stack.topology.ports["nginx"]
+    port = live_stack.nginx_port
     stalled = [SLOW_BODY, b"POST /items HTTP/1.1\r\nHost: api\r\nContent-Le"]
     with contextlib.ExitStack() as held:
         conns = [
@@ -399,9 +397,9 @@ def test_a_stalled_client_is_cut_off_after_10_s_without_an_answer(
     strict=True,
     reason="the API's whole-body deadline (docs/decisions/edge-hardening.md) is not there yet",
 )
-def test_a_body_slower_than_its_deadline_gets_a_408_problem(live_stack: EphemeralStack) -> None:
+def test_a_body_slower_than_its_deadline_gets_a_408_problem(live_stack: LiveStack) -> None:
     """One byte a second never trips nginx's per-read timeout; the API's deadline must."""
-    with socket.create_connection(("127.0.0.1", live_stack.topology.ports["nginx"])) as conn:
+    with socket.create_connection(("127.0.0.1", live_stack.nginx_port)) as conn:
         conn.sendall(SLOW_BODY)
         conn.settimeout(1)
         started, received = time.monotonic(), b""
@@ -417,16 +415,13 @@ def test_a_body_slower_than_its_deadline_gets_a_408_problem(live_stack: Ephemera
 
 
 def test_the_abuse_crashed_nothing(
-    live_stack: EphemeralStack, client: httpx.Client, replica_pids: list[str]
+    live_stack: LiveStack, client: httpx.Client, replica_pids: list[str]
 ) -> None:
     """Same replica processes as before the abuse, not one unhandled exception logged, and not
     one request Uvicorn could not parse (it answers those in text/plain, without a request id)."""
-    assert [
-        live_stack.supervisorctl("pid", f"api:api-{r}")
-        for r in range(1, live_stack.topology.replicas + 1)
-    ] == replica_pids
+    assert live_stack.replica_ids() == replica_pids
     assert client.get("/health/live").status_code == 200
-    for replica in range(1, live_stack.topology.replicas + 1):
+    for replica in range(1, live_stack.replicas + 1):
         errors = [
             line
             for line in live_stack.log(f"api-{replica}").splitlines()

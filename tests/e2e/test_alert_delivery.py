@@ -1,10 +1,11 @@
-"""Alerts proven to arrive: a real fault on a stack of its own, with the real rules, `for:`
-durations, routes and inhibitions; a webhook receiver on loopback stands in for the pager
-(ALERTMANAGER_CRITICAL_WEBHOOK_URL, the setting a deployment points at its own).
+"""Alerts proven to arrive, natively and under Compose: a real fault on a stack of its own, with the
+real rules, `for:` durations, routes and inhibitions; a webhook receiver this test runs stands in
+for the pager (ALERTMANAGER_CRITICAL_WEBHOOK_URL, the setting a deployment points at its own).
+Natively it listens on loopback; under Compose on the host's address on the project's public
+network, the one address of this machine Alertmanager's container reaches (never 0.0.0.0).
 
-PostgreSQL is stopped for real (supervisorctl), so the test runs its own throwaway stack: the
-e2e session's shared stack must not lose its database under the other modules. Run with -s to see
-the measured delays.
+PostgreSQL is stopped for real, so the test runs its own throwaway stack: the e2e session's shared
+stack must not lose its database under the other modules. Run with -s to see the measured delays.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
+from stack import engine
+from stack.compose import throwaway_compose_stack
 from stack.config.prometheus import seconds
-from stack.ephemeral import EphemeralStack, throwaway_stack
+from stack.envfile import set_values
+from stack.ephemeral import throwaway_stack
 from stack.paths import ALERTMANAGER_DIR, PROMETHEUS_DIR
-from stack.procs import free_port
+from stack.running import LiveStack
 
 pytestmark = pytest.mark.stack
 
@@ -34,7 +39,8 @@ FAULT = "StackPostgresDown"
 INHIBITED = "StackPostgresExporterErrors"
 # The stack's own default, not the e2e session's 1 s: postgres_exporter takes about 1.5 s to
 # answer while PostgreSQL refuses connections, so a 1 s scrape timeout reads as "exporter
-# down" (a warning) instead of pg_up 0. The test proves the configuration a deployment runs.
+# down" (a warning) instead of pg_up 0. The test proves the configuration a deployment runs
+# (under Compose the committed prometheus.yml as it is).
 SCRAPE_INTERVAL = "15s"
 # On top of the configured waits: the scrape that sees pg_up 0, the evaluation that starts the
 # `for:` and the one that ends it (each up to one interval late), and the dispatch.
@@ -66,27 +72,28 @@ class Webhook:
             return {a["labels"]["alertname"] for _, p in self.received for a in p["alerts"]}
 
 
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook(f"http://127.0.0.1:{free_port()}/critical")
+@contextmanager
+def receiving(host: str) -> Iterator[Webhook]:
+    """A webhook receiver on `host`, on a port the kernel picks."""
+    received: list[tuple[float, dict[str, Any]]] = []
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            with hook.lock:
-                hook.received.append((time.monotonic(), json.loads(body)))
+            with lock:
+                received.append((time.monotonic(), json.loads(body)))
             self.send_response(200)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
             pass
 
-    port = int(hook.url.split(":")[2].split("/")[0])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield hook
+        yield Webhook(f"http://{host}:{server.server_port}/critical", received, lock)
     finally:
         server.shutdown()
         server.server_close()
@@ -94,15 +101,37 @@ def webhook() -> Iterator[Webhook]:
 
 
 @pytest.fixture(scope="module")
-def alerting_stack(webhook: Webhook) -> Iterator[EphemeralStack]:
-    with throwaway_stack(
-        "alert-delivery-",
-        1,
-        NATIVE_SCRAPE_INTERVAL=SCRAPE_INTERVAL,
-        SHUTDOWN_GRACE_SECONDS="5",
-        ALERTMANAGER_CRITICAL_WEBHOOK_URL=webhook.url,
-    ) as stack:
-        yield stack
+def alerting_stack(
+    runner: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[LiveStack, Webhook]]:
+    if runner == "native":
+        with (
+            receiving("127.0.0.1") as hook,
+            throwaway_stack(
+                "alert-delivery-",
+                1,
+                NATIVE_SCRAPE_INTERVAL=SCRAPE_INTERVAL,
+                SHUTDOWN_GRACE_SECONDS="5",
+                ALERTMANAGER_CRITICAL_WEBHOOK_URL=hook.url,
+            ) as stack,
+        ):
+            yield stack, hook
+        return
+    docker: engine.Engine = request.getfixturevalue("docker_engine")
+    committed = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["global"]
+    assert committed["scrape_interval"] == SCRAPE_INTERVAL
+    # The public network exists once the stack is up; the receiver's URL goes into the settings
+    # and `make up` applies it, as a person pointing the pager elsewhere would.
+    with (
+        throwaway_compose_stack(
+            "alerts", docker.env, replicas=1, SHUTDOWN_GRACE_SECONDS="5"
+        ) as compose_stack,
+        receiving(compose_stack.gateway("public")) as hook,
+    ):
+        set_values(Path(compose_stack.env_file), {"ALERTMANAGER_CRITICAL_WEBHOOK_URL": hook.url})
+        applied = compose_stack.make("up")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        yield compose_stack, hook
 
 
 def _rule(name: str) -> dict[str, Any]:
@@ -138,39 +167,32 @@ def _resolved(payload: dict[str, Any], name: str) -> bool:
     )
 
 
-def _alertmanager_alerts(stack: EphemeralStack, name: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{stack.topology.url('alertmanager')}/api/v2/alerts",
-        params={"filter": f'alertname="{name}"'},
-        timeout=10,
-    )
-    response.raise_for_status()
-    alerts: list[dict[str, Any]] = response.json()
-    return alerts
-
-
 def test_postgres_down_pages_inhibits_its_warning_and_resolves(
-    alerting_stack: EphemeralStack, webhook: Webhook
+    alerting_stack: tuple[LiveStack, Webhook],
 ) -> None:
-    stack = alerting_stack
+    stack, webhook = alerting_stack
     rule = _rule(FAULT)
     route = _critical_route()
     fire_bound = seconds(rule["for"]) + seconds(route["group_wait"]) + SLACK_SECONDS
     resolve_bound = seconds(route["group_interval"]) + SLACK_SECONDS
-    exporter = stack.topology.address("postgres-exporter")
-    stack.wait_for('pg_up{job="postgres"}', lambda r: [x["value"][1] for x in r] == ["1"])
+    [pg_up] = stack.wait_for(
+        'pg_up{job="postgres"}', lambda r: [x["value"][1] for x in r] == ["1"], timeout=60
+    )
+    exporter = pg_up["metric"]["instance"]
 
     stopped_at = time.monotonic()
-    assert "stopped" in stack.supervisorctl("stop", "postgres")
+    stack.stop_service("postgres")
     try:
         arrived_at, page = webhook.wait_for(lambda p: _firing(p, FAULT), fire_bound)
         # The warning it explains fires too, and Alertmanager holds it back.
         inhibited = _until(lambda: _inhibited(stack, INHIBITED), timeout=fire_bound)
     finally:
         started_at = time.monotonic()
-        assert "started" in stack.supervisorctl("start", "postgres")
+        stack.start_service("postgres")
     resolved_at, resolution = webhook.wait_for(lambda p: _resolved(p, FAULT), resolve_bound)
-    stack.wait_for('pg_up{job="postgres"}', lambda r: [x["value"][1] for x in r] == ["1"])
+    stack.wait_for(
+        'pg_up{job="postgres"}', lambda r: [x["value"][1] for x in r] == ["1"], timeout=60
+    )
 
     assert page["receiver"] == "critical"
     [alert] = [a for a in page["alerts"] if a["labels"]["alertname"] == FAULT]
@@ -184,13 +206,14 @@ def test_postgres_down_pages_inhibits_its_warning_and_resolves(
     [resolved] = [a for a in resolution["alerts"] if a["labels"]["alertname"] == FAULT]
     assert resolved["labels"] == labels
     print(
-        f"\n{FAULT}: fault -> page {arrived_at - stopped_at:.1f}s (bound {fire_bound:.0f}s), "
+        f"\n{stack.runner} {FAULT}: fault -> page {arrived_at - stopped_at:.1f}s "
+        f"(bound {fire_bound:.0f}s), "
         f"recovery -> resolved {resolved_at - started_at:.1f}s (bound {resolve_bound:.0f}s)"
     )
 
 
-def _inhibited(stack: EphemeralStack, name: str) -> dict[str, Any] | None:
-    alerts = _alertmanager_alerts(stack, name)
+def _inhibited(stack: LiveStack, name: str) -> dict[str, Any] | None:
+    alerts = stack.monitoring.alertmanager_alerts(f'alertname="{name}"')
     suppressed = [a for a in alerts if a["status"]["state"] == "suppressed"]
     return suppressed[0] if suppressed else None
 

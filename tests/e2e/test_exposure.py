@@ -1,6 +1,6 @@
-"""What the live native stack exposes: listening sockets, unauthenticated data stores, tokens in
-logs, security headers. (The static side, the repository and the Compose file, is
-tests/static/test_secrets.py.)
+"""What the live stack exposes: listening sockets, unauthenticated data stores, tokens in logs,
+security headers. (The static side, the repository and the Compose file, is
+tests/static/test_secrets.py; what Compose publishes and its networks, test_compose_stack.py.)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from stack.ephemeral import EphemeralStack
+from stack.running import LiveStack
 from stack.servers import postgres_bindir
 from stack.testing.api import assert_problem, new_item, new_user, wait_until_serving
 
@@ -77,8 +78,13 @@ def _listening(inodes: set[str]) -> list[tuple[str, int]]:
     return found
 
 
-def test_every_listening_socket_of_the_stack_is_on_loopback(live_stack: EphemeralStack) -> None:
+@pytest.mark.native_only(
+    reason="Compose's services listen inside their containers; what the engine publishes on the "
+    "host is test_compose_stack.py's"
+)
+def test_every_listening_socket_of_the_stack_is_on_loopback(live_stack: LiveStack) -> None:
     """PostgreSQL and Redis above all, but nothing of the native stack listens beyond 127.0.0.1."""
+    assert isinstance(live_stack, EphemeralStack)
     pids = _stack_pids(live_stack)
     assert len(pids) > 10, pids
     listening = _listening(_socket_inodes(pids))
@@ -91,35 +97,35 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(live_stack: Ephemera
     assert beyond == []
 
 
-def _redis(port: int, *commands: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+def _redis(address: tuple[str, int], *commands: bytes) -> bytes:
+    with socket.create_connection(address, timeout=5) as conn:
         conn.sendall(b"".join(commands))
         time.sleep(0.2)
         return conn.recv(4096)
 
 
-def test_redis_refuses_clients_without_the_password(live_stack: EphemeralStack) -> None:
-    port = live_stack.topology.ports["redis"]
-    assert _redis(port, b"PING\r\n").startswith(b"-NOAUTH")
-    assert _redis(port, b"GET item:1\r\n").startswith(b"-NOAUTH")
-    password = _env_value(live_stack, "REDIS_PASSWORD")
+def test_redis_refuses_clients_without_the_password(live_stack: LiveStack) -> None:
+    address = live_stack.datastore("redis")
+    assert _redis(address, b"PING\r\n").startswith(b"-NOAUTH")
+    assert _redis(address, b"GET item:1\r\n").startswith(b"-NOAUTH")
+    password = live_stack.secret("REDIS_PASSWORD")
     assert password
     # With it, the same connection works: the refusal above was the password, not the port.
-    reply = _redis(port, f"AUTH {password}\r\n".encode(), b"PING\r\n")
+    reply = _redis(address, f"AUTH {password}\r\n".encode(), b"PING\r\n")
     assert reply == b"+OK\r\n+PONG\r\n"
 
 
-def test_postgres_refuses_clients_without_the_password(live_stack: EphemeralStack) -> None:
+def test_postgres_refuses_clients_without_the_password(live_stack: LiveStack) -> None:
     psql = str(postgres_bindir() / "psql")
-    port = str(live_stack.topology.ports["postgres"])
-    user = _env_value(live_stack, "POSTGRES_USER")
+    host, port = live_stack.datastore("postgres")
+    user = live_stack.secret("POSTGRES_USER")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     argv = [
         psql,
         "-h",
-        "127.0.0.1",
+        host,
         "-p",
-        port,
+        str(port),
         "-U",
         user,
         "-d",
@@ -131,20 +137,12 @@ def test_postgres_refuses_clients_without_the_password(live_stack: EphemeralStac
     refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert refused.returncode != 0
     assert "password" in refused.stderr
-    env["PGPASSWORD"] = _env_value(live_stack, "POSTGRES_PASSWORD")
+    env["PGPASSWORD"] = live_stack.secret("POSTGRES_PASSWORD")
     allowed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, check=False)
     assert allowed.returncode == 0, allowed.stderr
 
 
-def _env_value(stack: EphemeralStack, key: str) -> str:
-    for line in (stack.data_dir / ".env").read_text().splitlines():
-        name, _, value = line.partition("=")
-        if name == key:
-            return value
-    raise KeyError(key)
-
-
-def test_tokens_never_reach_the_logs(live_stack: EphemeralStack) -> None:
+def test_tokens_never_reach_the_logs(live_stack: LiveStack) -> None:
     """Valid, invalid and malformed tokens, on every kind of request, in no log of the stack."""
     wait_until_serving(live_stack.nginx)
     with httpx.Client(base_url=live_stack.nginx, timeout=10) as client:
@@ -161,13 +159,8 @@ def test_tokens_never_reach_the_logs(live_stack: EphemeralStack) -> None:
         )  # fmt: skip
         assert_problem(client.get("/nowhere", headers={"Authorization": f"Basic {guessed}"}), 404)
     time.sleep(1)  # log lines follow responses
-    logs = {
-        p.name: p.read_text(errors="replace")
-        for p in (live_stack.data_dir / "stack" / "logs").glob("*.log")
-    }
-    assert {f"api-{r}.log" for r in range(1, live_stack.topology.replicas + 1)} | {
-        "nginx.log"
-    } <= logs.keys()
+    logs = live_stack.logs()
+    assert {f"api-{r}" for r in range(1, live_stack.replicas + 1)} | {"nginx"} <= logs.keys()
     assert any(f"/items/{item['id']}" in text for text in logs.values()), "requests not logged"
     for name, text in logs.items():
         assert user.token not in text, name
@@ -175,7 +168,7 @@ def test_tokens_never_reach_the_logs(live_stack: EphemeralStack) -> None:
 
 
 @pytest.mark.parametrize("path", ["/items?limit=1", "/items/987654321", "/docs", "/nowhere"])
-def test_security_headers_on_every_answer(live_stack: EphemeralStack, path: str) -> None:
+def test_security_headers_on_every_answer(live_stack: LiveStack, path: str) -> None:
     response = httpx.get(f"{live_stack.nginx}{path}", timeout=10)
     headers = response.headers
     assert headers["x-content-type-options"] == "nosniff"

@@ -1,4 +1,4 @@
-"""Data integrity under concurrency, through nginx and three replicas, on the live native stack.
+"""Data integrity under concurrency, through nginx and three replicas, on the live stack.
 
 Many clients update one item at once; no update the API acknowledged may vanish without the API
 having said so, and a read after an acknowledged write sees it on every replica. Deleting a user
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stack.ephemeral import EphemeralStack
+from stack.running import LiveStack
 from stack.testing.api import ApiUser, assert_problem, new_item, new_user, wait_until_serving
 
 CLIENTS = 12
@@ -24,16 +24,14 @@ WRITES_PER_CLIENT = 8
 
 
 @pytest.fixture(scope="module")
-def client(live_stack: EphemeralStack) -> Iterator[httpx.Client]:
+def client(live_stack: LiveStack) -> Iterator[httpx.Client]:
     wait_until_serving(live_stack.nginx)
     with httpx.Client(base_url=live_stack.nginx, timeout=30) as c:
         yield c
 
 
-def _on_every_replica(stack: EphemeralStack, path: str) -> list[httpx.Response]:
-    return [
-        httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10) for port in stack.topology.api_ports
-    ]
+def _on_every_replica(stack: LiveStack, path: str) -> list[httpx.Response]:
+    return stack.every_replica(path)
 
 
 @dataclass
@@ -81,7 +79,7 @@ def _contend(base_url: str, item_id: int, owner: ApiUser, *, conditional: bool) 
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["if-match", "unconditional"])
 def test_concurrent_updates_lose_no_acknowledged_write(
-    live_stack: EphemeralStack, client: httpx.Client, conditional: bool
+    live_stack: LiveStack, client: httpx.Client, conditional: bool
 ) -> None:
     """Every 200 carries its own version and versions advance by one per acknowledged write, so
     none was silently merged into another: with If-Match a stale writer gets 412 instead; without
@@ -107,7 +105,7 @@ def test_concurrent_updates_lose_no_acknowledged_write(
 
 
 def test_a_read_after_an_acknowledged_write_sees_it_on_every_replica(
-    live_stack: EphemeralStack, client: httpx.Client
+    live_stack: LiveStack, client: httpx.Client
 ) -> None:
     owner = new_user(client)
     item = new_item(client, owner)
@@ -142,7 +140,7 @@ def test_a_stale_if_match_is_412_for_update_and_delete(client: httpx.Client) -> 
 
 
 def test_deleting_a_user_deletes_its_items_everywhere(
-    live_stack: EphemeralStack, client: httpx.Client
+    live_stack: LiveStack, client: httpx.Client
 ) -> None:
     """Cascading, and every replica and the cache agree at once: nothing stale survives."""
     owner, other = new_user(client), new_user(client)

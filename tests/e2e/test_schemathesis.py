@@ -1,4 +1,4 @@
-"""schemathesis against the API's own OpenAPI document, through nginx, on the live native stack.
+"""schemathesis against the API's own OpenAPI document, through nginx, on the live stack.
 
 For every operation, Hypothesis generates valid and invalid requests (bounded: EXAMPLES each)
 and schemathesis checks every answer: no 5xx, a status the document declares, the declared
@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.config import Settings
 from app.main import create_app
-from stack.ephemeral import EphemeralStack
+from stack.running import LiveStack
 from stack.testing.api import ApiUser, new_user, wait_until_serving
 
 EXAMPLES = 60
@@ -35,7 +35,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path="/health/ready")
 
 
 @pytest.fixture(scope="module")
-def base_url(live_stack: EphemeralStack) -> str:
+def base_url(live_stack: LiveStack) -> str:
     wait_until_serving(live_stack.nginx)
     return live_stack.nginx
 

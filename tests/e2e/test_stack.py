@@ -1,22 +1,26 @@
-"""End to end through the native stack: nginx → replicas → PostgreSQL/Redis, scraped by Prometheus.
-
-Tests run in file order; test_zz_teardown.py, collected last, takes the stack down and checks
-nothing is left behind.
+"""End to end through the whole stack, native and under Compose: nginx → replicas →
+PostgreSQL/Redis, scraped by Prometheus. The session's fixture takes each stack down at the end
+and fails if anything of it is left behind.
 """
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import IO
 
 import httpx
+import pytest
 
 from stack.config.nginx import nginx_command, render_nginx
-from stack.ephemeral import EphemeralStack
 from stack.grafana.panel_queries import panel_queries
+from stack.paths import REPO_ROOT
 from stack.procs import free_port, wait_for_port
+from stack.running import LiveStack
 
 EXPECTED_JOBS = {
     "api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus", "pushgateway",
@@ -34,7 +38,7 @@ def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
     return body
 
 
-def _seed(stack: EphemeralStack) -> tuple[dict[str, object], dict[str, str]]:
+def _seed(stack: LiveStack) -> tuple[dict[str, object], dict[str, str]]:
     user = httpx.post(
         f"{stack.nginx}/users", json={"email": f"{uuid.uuid4().hex}@e2e.io", "name": "e2e"}
     )
@@ -45,9 +49,9 @@ def _seed(stack: EphemeralStack) -> tuple[dict[str, object], dict[str, str]]:
     return item.json(), auth
 
 
-def test_every_prometheus_target_is_up(live_stack: EphemeralStack) -> None:
+def test_every_prometheus_target_is_up(live_stack: LiveStack) -> None:
     def all_up(result: list[dict[str, object]]) -> bool:
-        return len(result) == len(EXPECTED_JOBS) + live_stack.topology.replicas - 1 and all(
+        return len(result) == len(EXPECTED_JOBS) + live_stack.replicas - 1 and all(
             r["value"][1] == "1"  # type: ignore[index]
             for r in result
         )
@@ -55,23 +59,26 @@ def test_every_prometheus_target_is_up(live_stack: EphemeralStack) -> None:
     result = live_stack.wait_for("up", all_up)
     jobs = [r["metric"]["job"] for r in result]
     assert set(jobs) == EXPECTED_JOBS
-    assert jobs.count("api") == live_stack.topology.replicas
+    assert jobs.count("api") == live_stack.replicas
+    # Under Compose the replicas are found by DNS: their targets are their containers' addresses.
+    replicas = {r["metric"]["instance"] for r in result if r["metric"]["job"] == "api"}
+    assert replicas == set(live_stack.replica_addresses())
 
 
-def test_requests_through_nginx_reach_every_replica(live_stack: EphemeralStack) -> None:
+def test_requests_through_nginx_reach_every_replica(live_stack: LiveStack) -> None:
     item, _ = _seed(live_stack)
     with httpx.Client(base_url=live_stack.nginx) as client:
         for _ in range(90):
             assert client.get(f"/items/{item['id']}").status_code == 200
     result = live_stack.wait_for(
         'sum by (instance) (http_requests_total{job="api",handler="/items/{item_id}"})',
-        lambda r: len(r) == live_stack.topology.replicas,
+        lambda r: len(r) == live_stack.replicas,
     )
     shares = sorted(float(r["value"][1]) for r in result)
     assert shares[0] > 0, shares
 
 
-def test_every_dashboard_panel_query_returns_data(live_stack: EphemeralStack) -> None:
+def test_every_dashboard_panel_query_returns_data(live_stack: LiveStack) -> None:
     """Grafana cannot run here, so its dashboards' queries run against the live Prometheus."""
     item, auth = _seed(live_stack)
     with httpx.Client(base_url=live_stack.nginx) as client:
@@ -93,15 +100,15 @@ def test_every_dashboard_panel_query_returns_data(live_stack: EphemeralStack) ->
     assert empty == [], "\n".join(f"{uid} / {title}: {expr}" for uid, title, expr in empty)
 
 
-def test_internal_paths_are_not_public(live_stack: EphemeralStack) -> None:
+def test_internal_paths_are_not_public(live_stack: LiveStack) -> None:
     for path in ("/metrics", "/metrics/", "/health/ready", "/stub_status"):
         _assert_problem(httpx.get(f"{live_stack.nginx}{path}"), 404)
     assert httpx.get(f"{live_stack.nginx}/health/live").status_code == 200
-    internal = live_stack.topology.url("nginx-internal")
-    assert "Active connections" in httpx.get(f"{internal}/stub_status").text
+    # They are served on nginx's internal port, which is not published.
+    assert "Active connections" in live_stack.nginx_status()
 
 
-def test_request_id_reaches_the_api_log_and_nginx_log(live_stack: EphemeralStack) -> None:
+def test_request_id_reaches_the_api_log_and_nginx_log(live_stack: LiveStack) -> None:
     request_id = f"e2e-{uuid.uuid4().hex}"
     response = httpx.get(
         f"{live_stack.nginx}/items/987654321", headers={"X-Request-ID": request_id}
@@ -118,9 +125,7 @@ def test_request_id_reaches_the_api_log_and_nginx_log(live_stack: EphemeralStack
     api_lines: list[dict[str, object]] = []
     nginx_lines: list[dict[str, object]] = []
     while time.monotonic() < deadline and not (api_lines and nginx_lines):
-        logs = "".join(
-            live_stack.log(f"api-{i}") for i in range(1, live_stack.topology.replicas + 1)
-        )
+        logs = "".join(live_stack.log(f"api-{i}") for i in range(1, live_stack.replicas + 1))
         api_lines = [json.loads(line) for line in logs.splitlines() if request_id in line]
         nginx_log = live_stack.log("nginx")
         nginx_lines = [json.loads(line) for line in nginx_log.splitlines() if request_id in line]
@@ -129,11 +134,11 @@ def test_request_id_reaches_the_api_log_and_nginx_log(live_stack: EphemeralStack
     assert api_lines[0]["route"] == "/items/{item_id}"
     assert api_lines[0]["status"] == 404
     assert len(nginx_lines) == 1
-    assert nginx_lines[0]["upstream_addr"] in live_stack.topology.api_addresses
+    assert nginx_lines[0]["upstream_addr"] in live_stack.replica_addresses()
     assert nginx_lines[0]["status"] == 404
 
 
-def test_nginx_errors_are_problem_json(live_stack: EphemeralStack) -> None:
+def test_nginx_errors_are_problem_json(live_stack: LiveStack) -> None:
     too_big = httpx.post(
         f"{live_stack.nginx}/users",
         content=b"x" * (2 * 1024 * 1024),
@@ -142,13 +147,17 @@ def test_nginx_errors_are_problem_json(live_stack: EphemeralStack) -> None:
     _assert_problem(too_big, 413)
 
 
+@pytest.mark.native_only(
+    reason="it runs a second nginx of its own with the same nginx.conf, whichever runner runs the "
+    "replicas; Compose's own rate is a line of services/nginx/compose/http.conf"
+)
 def test_rate_limited_client_gets_429_problem_with_retry_after(
-    live_stack: EphemeralStack, tmp_path: Path
+    live_stack: LiveStack, tmp_path: Path
 ) -> None:
     """The same nginx.conf with a low rate, in front of the same replicas."""
     port = free_port()
     render_nginx(
-        tmp_path, live_stack.topology.api_addresses, port, free_port(), access_log="access.log",
+        tmp_path, live_stack.replica_addresses(), port, free_port(), access_log="access.log",
         rate="1r/s",
     )  # fmt: skip
     process = subprocess.Popen(nginx_command(tmp_path), stderr=subprocess.DEVNULL)
@@ -166,7 +175,7 @@ def test_rate_limited_client_gets_429_problem_with_retry_after(
         process.wait(timeout=10)
 
 
-def test_stopping_one_replica_mid_traffic_fails_no_get(live_stack: EphemeralStack) -> None:
+def test_stopping_one_replica_mid_traffic_fails_no_get(live_stack: LiveStack) -> None:
     item, _ = _seed(live_stack)
     statuses: list[int] = []
     stop = threading.Event()
@@ -181,9 +190,9 @@ def test_stopping_one_replica_mid_traffic_fails_no_get(live_stack: EphemeralStac
         worker.start()
     try:
         time.sleep(1)
-        assert "stopped" in live_stack.supervisorctl("stop", "api:api-2")
+        live_stack.stop_replica(2)
         time.sleep(2)
-        assert "started" in live_stack.supervisorctl("start", "api:api-2")
+        live_stack.start_replica(2)
         time.sleep(1)
     finally:
         stop.set()
@@ -193,11 +202,43 @@ def test_stopping_one_replica_mid_traffic_fails_no_get(live_stack: EphemeralStac
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
-def test_all_replicas_down_is_a_502_problem(live_stack: EphemeralStack) -> None:
-    live_stack.supervisorctl("stop", "api:*")
+def test_all_replicas_down_is_a_502_problem(live_stack: LiveStack) -> None:
+    live_stack.stop_replicas()
     try:
         _assert_problem(httpx.get(f"{live_stack.nginx}/items/1", timeout=30), 502)
     finally:
-        live_stack.supervisorctl("start", "api:*")
-    for port in live_stack.topology.api_ports:
-        wait_for_port(port, timeout=30)
+        live_stack.start_replicas()
+    live_stack.wait_for_full_pool()
+
+
+def test_make_logs_shows_the_request_id_of_nginx_and_the_api(live_stack: LiveStack) -> None:
+    """What a person types to follow the stack (it runs until stopped): the request id is in
+    nginx's line and in the replica's."""
+    request_id = f"make-logs-{uuid.uuid4().hex}"
+    httpx.get(f"{live_stack.nginx}/items/987654321", headers={"X-Request-ID": request_id})
+    found: list[dict[str, object]] = []
+    with subprocess.Popen(
+        ["make", "logs"],
+        cwd=REPO_ROOT,
+        env={**live_stack.env, "STACK": live_stack.runner},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as follower:
+        assert follower.stdout is not None
+        reader = threading.Thread(target=_collect, args=(follower.stdout, request_id, found))
+        reader.start()
+        reader.join(timeout=30)
+        os.killpg(follower.pid, signal.SIGTERM)
+        reader.join(timeout=10)
+    # Whatever prefixes the runner adds (a file header, a container name), each line is JSON.
+    assert {"upstream_addr", "route"} <= {key for line in found for key in line}, found
+
+
+def _collect(stream: IO[str], request_id: str, found: list[dict[str, object]]) -> None:
+    for line in stream:
+        if request_id in line:
+            found.append(json.loads(line[line.index("{") :]))
+            if len(found) == 2:
+                return

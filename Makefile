@@ -260,3 +260,27 @@ backup: install
 restore: install
 	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/app-<time>.dump"; exit 2; }
 	STACK=$(STACK) $(RUN) python -m stack.backup restore "$(FILE)"
+
+# Docker Swarm (docs/swarm.md): the stack file is generated from docker-compose.yml, never kept by
+# hand. Beside a test's settings file when STACK_ENV_FILE names one, so two stacks never share it.
+# On the project's own engine only the services it has images for (no Grafana), and image names
+# are not looked up in a registry (it has none).
+SWARM_FILE ?= $(if $(STACK_ENV_FILE),$(dir $(ENV_FILE))swarm-stack.yml,.cache/swarm/stack.yml)
+SWARM_TIMEOUT ?= 300
+SWARM_GENERATE_FLAGS ?= $(if $(ENGINE_ENV),--only-present)
+SWARM_RESOLVE_IMAGE ?= $(if $(ENGINE_ENV),never,always)
+
+.PHONY: stack-config  ## Swarm: write the stack file generated from docker-compose.yml, print its path
+stack-config: install
+	$(RUN) python -m stack.swarm.generate $(if $(STACK_ENV_FILE),--env-file $(ENV_FILE)) \
+		$(SWARM_GENERATE_FLAGS) --output $(SWARM_FILE)
+	@echo "$(SWARM_FILE)"
+
+.PHONY: stack-deploy  ## Swarm: deploy it on this swarm (labels a one-node swarm) and wait until it converges
+stack-deploy: stack-config $(ENV_FILE)
+	$(RUN) python -m stack.swarm.deploy up --file $(SWARM_FILE) --env-file $(ENV_FILE) \
+		--timeout $(SWARM_TIMEOUT) --resolve-image $(SWARM_RESOLVE_IMAGE)
+
+.PHONY: stack-rm  ## Swarm: remove the stack (its volumes stay; VOLUMES=1 removes them too)
+stack-rm: install
+	$(RUN) python -m stack.swarm.deploy rm --env-file $(ENV_FILE) $(if $(VOLUMES),--volumes)

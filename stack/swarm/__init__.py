@@ -1,0 +1,1 @@
+"""The stack on Docker Swarm: its stack file, generated from docker-compose.yml (generate.py)."""

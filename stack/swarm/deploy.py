@@ -105,15 +105,38 @@ def services(name: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
+def updates(name: str) -> dict[str, str]:
+    """Each service's rolling update state ("" when it never had one, "completed" after)."""
+    ids = docker("stack", "services", name, "--quiet").stdout.split()
+    if not ids:
+        return {}
+    template = "{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"
+    listed = docker("service", "inspect", "--format", template, *ids).stdout
+    pairs = ([*line.split(), ""][:2] for line in listed.splitlines() if line.strip())
+    return {service: state for service, state in pairs}
+
+
 def converged(name: str) -> bool:
+    """Every task of every service running (healthy), none of them still being replaced. A
+    rollback means the new spec failed: that is an error, not a wait."""
+    states = updates(name)
+    if failed := {
+        s: state for s, state in states.items() if state.startswith(("rollback", "paused"))
+    }:
+        raise SwarmError(
+            f"{name}: the update failed and was rolled back or paused: {failed}\n{report(name)}"
+        )
+    if any(state == "updating" for state in states.values()):
+        return False
     counts = services(name)
     return bool(counts) and all(running == wanted for running, wanted in counts.values())
 
 
 def report(name: str) -> str:
     lines = []
+    states = updates(name)
     for service, (running, wanted) in sorted(services(name).items()):
-        if running == wanted:
+        if running == wanted and states.get(service) in {"", "completed", None}:
             continue
         lines.append(f"--- {service}: {running}/{wanted} tasks running")
         tasks = docker(
@@ -146,8 +169,8 @@ def up(stack_file: Path, env_file: Path | None, timeout: float, resolve_image: s
         "--resolve-image", resolve_image, "--compose-file", str(stack_file), name,
         env=env, timeout=300,
     )  # fmt: skip
-    waited = wait(name, timeout)
-    print(f"swarm: stack {name} converged in {time.monotonic() - started:.0f} s ({waited:.0f} s)")
+    wait(name, timeout)
+    print(f"swarm: stack {name} converged in {time.monotonic() - started:.0f} s")
     port = env.get("NGINX_PORT", "8080")
     print(f"  API through nginx   http://<any node running nginx>:{port}  (here: 127.0.0.1)")
 

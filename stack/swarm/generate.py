@@ -130,7 +130,9 @@ def _config_key(path: Path) -> str:
 def _mounts(
     service: str, volumes: list[Any], configs: dict[str, dict[str, str]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, configs) of one service: the checkout's files become configs."""
+    """(volumes, configs) of one service. Read-only files, and the checkout's read-only folders,
+    are the deploying machine's: they become configs. Other folders outside the checkout are
+    the node's own (node-exporter's /) and stay bind mounts."""
     kept: list[dict[str, Any]] = []
     files: dict[str, Path] = {}
     # Folders first, then single files, so a file mounted over a folder's copy wins (the tests'
@@ -139,11 +141,10 @@ def _mounts(
     for volume in sorted(binds, key=lambda v: Path(v["source"]).is_file()):
         source = Path(volume["source"])
         inside_repo = source.is_relative_to(REPO_ROOT)
-        if not inside_repo or volume.get("read_only") is not True:
-            if inside_repo:
-                raise SwarmFormError(
-                    f"{service}: a writable bind mount of {source} has no Swarm form"
-                )
+        read_only = volume.get("read_only") is True
+        if inside_repo and not read_only:
+            raise SwarmFormError(f"{service}: a writable bind mount of {source} has no Swarm form")
+        if not read_only or not (inside_repo or source.is_file()):
             bind = {k: v for k, v in volume.get("bind", {}).items() if k == "propagation"}
             entry = {k: volume[k] for k in ("type", "source", "target", "read_only") if k in volume}
             kept.append({**entry, **({"bind": bind} if bind else {})})

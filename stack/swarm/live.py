@@ -1,0 +1,120 @@
+"""A stack deployed on a swarm, as the tests see it (tests/swarm): its services' tasks, their
+containers and addresses (one node: every task's container is on this engine), Prometheus, and
+what nginx proxied to. Nothing here deploys; `make stack-deploy` does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+NAMESPACE = "com.docker.stack.namespace"
+# The api tasks a test stack runs (API_REPLICAS).
+REPLICAS = 3
+
+
+def docker(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        ["docker", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+@dataclass
+class SwarmStack:
+    name: str
+    env: dict[str, str]
+    settings: dict[str, str]
+    converged_in: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def docker(self, *args: str, timeout: float = 120) -> str:
+        return docker(self.env, *args, timeout=timeout)
+
+    def url(self, variable: str) -> str:
+        return f"http://127.0.0.1:{self.settings[variable]}"
+
+    @property
+    def nginx(self) -> str:
+        return self.url("NGINX_PORT")
+
+    def service(self, name: str) -> str:
+        return f"{self.name}_{name}"
+
+    def replicas(self) -> dict[str, tuple[int, int]]:
+        """Each service: (tasks running, and so healthy where it has a check; tasks wanted)."""
+        listed = self.docker("stack", "services", self.name, "--format", "{{.Name}} {{.Replicas}}")
+        counts = {}
+        for line in listed.splitlines():
+            service, replicas = line.split(maxsplit=1)
+            running, wanted = replicas.split()[0].split("/")
+            counts[service.removeprefix(f"{self.name}_")] = (int(running), int(wanted))
+        return counts
+
+    def wait_for_replicas(self, service: str, count: int, timeout: float) -> float:
+        started = time.monotonic()
+        while (
+            self.replicas().get(service) != (count, count) or len(self.containers(service)) != count
+        ):
+            assert time.monotonic() - started < timeout, self.replicas()
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def containers(self, service: str) -> list[str]:
+        """The service's running containers (one node: every task's is here)."""
+        return self.docker(
+            "ps", "--quiet", "--no-trunc", "--filter", "status=running",
+            "--filter", f"label=com.docker.swarm.service.name={self.service(service)}",
+        ).split()  # fmt: skip
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = json.loads(self.docker("inspect", container))
+        return found[0]
+
+    def addresses(self, service: str) -> set[str]:
+        network = f"{self.name}_private"
+        return {
+            self.inspect(c)["NetworkSettings"]["Networks"][network]["IPAddress"]
+            for c in self.containers(service)
+        }
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.url('PROMETHEUS_PORT')}/api/v1/query", params={"query": promql}, timeout=10
+        )
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+    def nginx_upstreams(self, since: str) -> set[str]:
+        """The API addresses nginx proxied to since this time (its access log's upstream_addr)."""
+        [container] = self.containers("nginx")
+        logged = subprocess.run(
+            ["docker", "logs", "--since", since, container], env=self.env, capture_output=True,
+            text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        addresses = set()
+        for line in logged.splitlines():
+            if line.startswith("{"):
+                for upstream in json.loads(line).get("upstream_addr", "").split(","):
+                    addresses.add(upstream.strip().rsplit(":", 1)[0])
+        return addresses - {""}
+
+    def leftovers(self) -> list[str]:
+        label = f"label={NAMESPACE}={self.name}"
+        found = []
+        for kind, listing in [
+            ("container", ["ps", "--all", "--format", "{{.Names}}"]),
+            ("service", ["service", "ls", "--format", "{{.Name}}"]),
+            ("network", ["network", "ls", "--format", "{{.Name}}"]),
+            ("config", ["config", "ls", "--format", "{{.Name}}"]),
+            ("volume", ["volume", "ls", "--format", "{{.Name}}"]),
+        ]:
+            found += [f"{kind} {n}" for n in self.docker(*listing, "--filter", label).split()]
+        return found

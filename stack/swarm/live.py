@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,19 +93,31 @@ class SwarmStack:
         result: list[dict[str, Any]] = response.json()["data"]["result"]
         return result
 
-    def nginx_upstreams(self, since: str) -> set[str]:
-        """The API addresses nginx proxied to since this time (its access log's upstream_addr)."""
+    def nginx_log(self, since: str) -> list[dict[str, Any]]:
+        """nginx's access log lines since this time (RFC 3339)."""
         [container] = self.containers("nginx")
         logged = subprocess.run(
             ["docker", "logs", "--since", since, container], env=self.env, capture_output=True,
             text=True, timeout=60, check=True,
         ).stdout  # fmt: skip
+        return [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+
+    def nginx_upstreams(self, since: str) -> set[str]:
+        """The API addresses nginx proxied to since this time (its access log's upstream_addr)."""
         addresses = set()
-        for line in logged.splitlines():
-            if line.startswith("{"):
-                for upstream in json.loads(line).get("upstream_addr", "").split(","):
-                    addresses.add(upstream.strip().rsplit(":", 1)[0])
+        for line in self.nginx_log(since):
+            for upstream in str(line.get("upstream_addr", "")).split(","):
+                addresses.add(upstream.strip().rsplit(":", 1)[0])
         return addresses - {""}
+
+    def failures(self, since: str) -> Counter[str]:
+        """What nginx answered other than 2xx since this time: status, upstream, problem."""
+        return Counter(
+            f"{line.get('status')} from {line.get('upstream_addr') or 'nginx'}"
+            f" {line.get('upstream_status', '')}"
+            for line in self.nginx_log(since)
+            if not str(line.get("status", "")).startswith("2")
+        )
 
     def leftovers(self) -> list[str]:
         label = f"label={NAMESPACE}={self.name}"

@@ -41,7 +41,9 @@ def swarm(docker_engine: engine.Engine) -> Iterator[dict[str, str]]:
     state = docker(env, "info", "--format", "{{.Swarm.LocalNodeState}}").strip()
     if state not in {"inactive", "active"}:
         pytest.fail(f"the engine's swarm is {state}: neither a swarm nor free to make one")
-    networks = set(docker(env, "network", "ls", "--format", "{{.Name}}").split())
+    # Only what Swarm makes: other stacks' networks come and go on a shared engine.
+    swarm_networks = {"ingress", "docker_gwbridge"}
+    networks = set(docker(env, "network", "ls", "--format", "{{.Name}}").split()) & swarm_networks
     created = state == "inactive"
     if created:
         docker(env, "swarm", "init", "--advertise-addr", "127.0.0.1")
@@ -50,7 +52,8 @@ def swarm(docker_engine: engine.Engine) -> Iterator[dict[str, str]]:
         docker(env, "swarm", "leave", "--force")
         if "docker_gwbridge" not in networks:
             docker(env, "network", "rm", "docker_gwbridge")
-        assert set(docker(env, "network", "ls", "--format", "{{.Name}}").split()) == networks
+        left = set(docker(env, "network", "ls", "--format", "{{.Name}}").split())
+        assert left & swarm_networks == networks
 
 
 def _make(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:

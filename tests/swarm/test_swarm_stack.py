@@ -155,7 +155,8 @@ def test_a_rolling_update_under_load_fails_no_request(swarm_stack: SwarmStack, i
                 )  # fmt: skip
                 tasks = stack.docker(
                     "service", "ps", "--no-trunc", "--format",
-                    "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}", stack.service("api"),
+                    "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}",
+                    stack.service("api"),
                 )  # fmt: skip
                 pytest.fail(f"the update went {state}: {message}\n{tasks}")
             if state == "completed":

@@ -66,6 +66,8 @@ SKIPPED_DIRS = frozenset({"tests", "__pycache__"})
 SLUG_MAX = 24
 # Swarm keeps a config in its Raft store: 500 KB each at most.
 CONFIG_MAX_BYTES = 500 * 1024
+# A task that migrates before it serves: how long its failing healthchecks are forgiven.
+FOLDED_START_PERIOD = "60s"
 # How long a rolling update watches each new task for failure before the next one.
 MONITOR = "15s"
 
@@ -209,6 +211,12 @@ def _fold_one_shots(services: dict[str, dict[str, Any]]) -> set[str]:
             # "$$@" ("$@" once deploy has interpolated it): the dependent's own command, exec'd as
             # is, so signals reach it, not sh.
             dependent["command"] = ["sh", "-c", f'{shlex.join(first)} && exec "$$@"', "sh", *then]
+            # Its start now includes waiting for the database and migrating, and Swarm (unlike
+            # Compose) replaces a task whose healthcheck fails: failures inside start_period do
+            # not count, and a passing check ends it early.
+            check = dependent.get("healthcheck")
+            if check and not check.get("disable"):
+                check["start_period"] = FOLDED_START_PERIOD
             folded.add(name)
     return folded
 

@@ -102,6 +102,7 @@ def test_the_swarm_form_keeps_compose_s_behaviour_the_swarm_way() -> None:
     assert command[:2] == ["sh", "-c"]
     assert command[2] == 'alembic upgrade head && exec "$$@"'
     assert command[4:] == ["python", "-m", "app"]
+    assert services["api"]["healthcheck"]["start_period"] == "60s"
     for name, service in services.items():
         assert not {"depends_on", "build", "restart", "container_name"} & set(service), name
         assert service["deploy"]["endpoint_mode"] == "dnsrr", name

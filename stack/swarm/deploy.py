@@ -100,7 +100,9 @@ def services(name: str) -> dict[str, tuple[int, int]]:
     counts = {}
     for line in listed.splitlines():
         service, replicas = line.split(maxsplit=1)
-        running, wanted = re.match(r"(\d+)/(\d+)", replicas).groups()  # type: ignore[union-attr]
+        # A job reads "0/1 (1/1 completed)": done when every run it wants has completed.
+        job = re.search(r"\((\d+)/(\d+) completed\)", replicas)
+        running, wanted = (job or re.match(r"(\d+)/(\d+)", replicas)).groups()  # type: ignore[union-attr]
         counts[service] = (int(running), int(wanted))
     return counts
 

@@ -54,7 +54,9 @@ class SwarmStack:
         counts = {}
         for line in listed.splitlines():
             service, replicas = line.split(maxsplit=1)
-            running, wanted = replicas.split()[0].split("/")
+            # A job ("0/1 (1/1 completed)") counts its completed runs.
+            counted = replicas.split("(")[-1].removesuffix(" completed)")
+            running, wanted = counted.split()[0].split("/")
             counts[service.removeprefix(f"{self.name}_")] = (int(running), int(wanted))
         return counts
 

@@ -1,1 +1,2 @@
-"""The stack on Docker Swarm: its stack file, generated from docker-compose.yml (generate.py)."""
+"""The stack on Docker Swarm: its stack file, generated from docker-compose.yml (generate.py, each
+service's rules in services.py)."""

@@ -19,7 +19,8 @@ import yaml
 
 from stack.envfile import read_env
 from stack.paths import COMPOSE_FILE, REPO_ROOT
-from stack.swarm.generate import SwarmFormError, compose_config, render, swarm_form
+from stack.swarm.generate import compose_config, render, swarm_form
+from stack.swarm.services import SwarmFormError
 
 # Stand-ins for the secrets `${VAR:?}` demands; the generated file must never hold them.
 SECRETS = {

@@ -31,7 +31,7 @@ from stack.topology import Topology
 def target_for(env: dict[str, str]) -> Target:
     kind = env.get("STACK", "native")
     if kind == "compose":
-        return ComposeTarget()
+        return ComposeTarget(entry=f"http://127.0.0.1:{env.get('NGINX_PORT', '8080')}")
     if kind == "native":
         return NativeTarget(env, Topology.from_env(env), stack_dirs())
     raise BackupError(f"STACK must be native or compose, got {kind!r}")

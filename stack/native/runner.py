@@ -226,6 +226,20 @@ def start_replicas(topology: Topology, dirs: StackDirs) -> None:
         _wait(f"api-{replica}", _http_ok(url), dirs, f"api-{replica}")
 
 
+def wait_for_entry(topology: Topology, dirs: StackDirs, in_a_row: int = 10) -> None:
+    """Until nginx answers through every replica again, `in_a_row` GETs in a row.
+
+    After its replicas were all stopped nginx keeps each out of its pool for fail_timeout (10 s)
+    even once it is back, answering 502 meanwhile: a restore is not over until that has passed.
+    """
+    url = f"{topology.url('nginx')}/health/live"
+
+    def serving() -> bool:
+        return all(_http_ok(url)() for _ in range(in_a_row))
+
+    _wait("nginx's pool", serving, dirs, "nginx")
+
+
 def stop_replicas(dirs: StackDirs) -> None:
     """Stop every API replica, each after its drain (SIGTERM, as a deploy does)."""
     supervisorctl(dirs, "stop", "api:*")

@@ -68,6 +68,18 @@ class EphemeralStack:
             check=False,
         )
 
+    def make(self, target: str) -> subprocess.CompletedProcess[str]:
+        """A `make` target run against this stack, as a user runs it (STACK=native)."""
+        return subprocess.run(
+            ["make", target],
+            cwd=REPO_ROOT,
+            env={**self.env, "STACK": "native"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
     def supervisorctl(self, *args: str) -> str:
         conf = self.data_dir / "stack" / "run" / "supervisord.conf"
         result = subprocess.run(
@@ -235,15 +247,7 @@ def throwaway_stack(prefix: str, replicas: int, **settings: str) -> Iterator[Eph
             assert started.returncode == 0, started.stdout + started.stderr
             yield stack
         finally:
-            stopped = subprocess.run(
-                ["make", "down"],
-                cwd=REPO_ROOT,
-                env={**stack.env, "STACK": "native"},
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-            )
+            stopped = stack.make("down")
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
             assert stack.leftovers() == []
             assert stack.listening_ports() == []

@@ -8,7 +8,6 @@ Compose's wiring: tests/static/test_compose.py.)
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ import pytest
 
 from stack.ephemeral import EphemeralStack
 from stack.monitoring_auth import USER
-from stack.paths import REPO_ROOT
 
 SILENCE_ALL = {
     "matchers": [{"name": "alertname", "value": ".+", "isRegex": True, "isEqual": True}],
@@ -162,15 +160,7 @@ def test_make_reload_reloads_prometheus_by_signal(live_stack: EphemeralStack) ->
     """With no lifecycle endpoint, `make reload` is how an edited services/prometheus is loaded."""
     reloaded = "prometheus_config_last_reload_success_timestamp_seconds"
     [before] = live_stack.query(reloaded)
-    result = subprocess.run(
-        ["make", "reload"],
-        cwd=REPO_ROOT,
-        env={**live_stack.env, "STACK": "native"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = live_stack.make("reload")
     assert result.returncode == 0, result.stdout + result.stderr
     live_stack.wait_for(
         reloaded, lambda r: len(r) == 1 and float(r[0]["value"][1]) > float(before["value"][1])

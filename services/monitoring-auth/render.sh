@@ -20,10 +20,14 @@ set -eu
 user=monitoring
 # bcrypt's cost: 2^10 rounds, ~50 ms once per client; the servers cache a verified password.
 cost=10
-web_config="$1"
-password_file="$2"
+web_config=$1
+password_file=$2
+password=${MONITORING_PASSWORD:-}
 
-password="${MONITORING_PASSWORD:-}"
+if ! command -v htpasswd >/dev/null; then
+    echo "render.sh: htpasswd not found (Debian: apt-get install apache2-utils)" >&2
+    exit 1
+fi
 if [ -z "$password" ]; then
     echo "render.sh: MONITORING_PASSWORD is empty (make up generates one into .env)" >&2
     exit 1

@@ -35,7 +35,6 @@ DEBIAN_PACKAGES = {
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "prometheus-pushgateway": "prometheus-pushgateway",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
-    "htpasswd": "apache2-utils",
 }
 HEALTH_TIMEOUT_SECONDS = 120.0
 

@@ -138,6 +138,21 @@ def test_a_password_bcrypt_cannot_hold_is_refused(tmp_path: Path, password: str,
         render_files({SETTING: password}, tmp_path / "web.yml", tmp_path / "password")
 
 
+def test_a_missing_htpasswd_names_its_package(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("sh", "wc"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bare / tool).symlink_to(found)
+    out = tmp_path / "out"
+    out.mkdir()
+    rendered = _render(out, PASSWORD, path=str(bare))
+    assert rendered.returncode != 0
+    assert "apache2-utils" in rendered.stderr
+    assert list(out.iterdir()) == []
+
+
 @needs_htpasswd
 def test_the_password_is_on_no_command_line(tmp_path: Path) -> None:
     """The real htpasswd runs behind a wrapper that records its arguments and standard input."""

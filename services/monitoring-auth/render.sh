@@ -18,7 +18,8 @@
 set -eu
 
 user=monitoring
-# bcrypt's cost: 2^10 rounds, ~50 ms once per client; the servers cache a verified password.
+# bcrypt's cost: 2^10 rounds. Measured on the project's 2-core machine: hashing 0.07 s of CPU,
+# a server's first check of the password 0.15 s, later requests 1 ms (they cache a verified one).
 cost=10
 web_config=$1
 password_file=$2

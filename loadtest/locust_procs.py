@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
 from loadtest.model import Window
 from loadtest.settings import LOCUSTFILE, Settings
+from stack.monitoring_auth import SETTING
 from stack.paths import REPO_ROOT
 from stack.procs import free_port
 
@@ -60,11 +62,15 @@ def _processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def _spawn(
-    command: list[str], log: Path, echo: Callable[[str], None] | None
+    command: list[str],
+    log: Path,
+    echo: Callable[[str], None] | None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], threading.Thread]:
     process = subprocess.Popen(  # noqa: S603 - our interpreter running Locust with our flags
         command,
         cwd=REPO_ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -73,6 +79,15 @@ def _spawn(
     reader = threading.Thread(target=_tee, args=(process.stdout, log, echo), daemon=True)
     reader.start()
     return process, reader
+
+
+def _master_env(settings: Settings) -> dict[str, str]:
+    """The master pushes to the Pushgateway, so it gets the monitoring credential: in its
+    environment, which other local users cannot read, unlike a command line."""
+    env = dict(os.environ)
+    if settings.monitoring_auth:
+        env[SETTING] = settings.monitoring_auth.password
+    return env
 
 
 def _topology_args(settings: Settings, port: int) -> list[str]:
@@ -133,7 +148,7 @@ def run_headless(
         "--stop-timeout=5",
     )
     with _processes() as started:
-        master, reader = _spawn(command, folder / "locust-master.log", echo)
+        master, reader = _spawn(command, folder / "locust-master.log", echo, _master_env(settings))
         started.append(master)
         _start_workers(settings, port, folder, started)
         try:
@@ -164,7 +179,7 @@ def run_ui(settings: Settings, folder: Path, seed_file: Path, run_id: str) -> in
         f"--web-port={settings.web_port}",
     )
     with _processes() as started:
-        master, _ = _spawn(command, folder / "locust-master.log", print)
+        master, _ = _spawn(command, folder / "locust-master.log", print, _master_env(settings))
         started.append(master)
         _start_workers(settings, port, folder, started)
         try:

@@ -9,6 +9,7 @@ shared disk (in Compose they are separate containers).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from loadtest.dataset import DataSet
 from loadtest.export import Pusher
 from loadtest.seed import Seed
 from loadtest.users import CarelessClient, Reader, Writer, set_data
+from stack.monitoring_auth import BasicAuth
 
 __all__ = ["CarelessClient", "Reader", "Writer"]
 
@@ -57,7 +59,11 @@ def on_init(environment: Environment, **_: Any) -> None:
     CarelessClient.weight = parsed.careless_weight
     environment.user_classes = [cls for cls in environment.user_classes if cls.weight > 0]
     if parsed.pushgateway_url:
-        _pusher = Pusher(environment, parsed.pushgateway_url, parsed.run_id, parsed.push_interval)
+        # The credential comes in the environment (python -m loadtest passes it), never as a flag.
+        auth = BasicAuth.from_env(os.environ)
+        _pusher = Pusher(
+            environment, parsed.pushgateway_url, parsed.run_id, parsed.push_interval, auth
+        )
         _pusher.start()
 
 

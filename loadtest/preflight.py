@@ -121,7 +121,9 @@ def check(settings: Settings, prometheus: Prometheus) -> list[str]:
         )
     if settings.pushgateway_url:
         try:
-            ready = call("GET", f"{settings.pushgateway_url}/-/ready", timeout=5).status == 200
+            auth = settings.monitoring_auth.header if settings.monitoring_auth else None
+            url = f"{settings.pushgateway_url}/-/ready"
+            ready = call("GET", url, headers=auth, timeout=5).status == 200
         except HttpError:
             ready = False
         if not ready:

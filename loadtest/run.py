@@ -88,6 +88,7 @@ def _forget_pushed(settings: Settings, run_id: str) -> None:
         call(
             "DELETE",
             f"{settings.pushgateway_url}/metrics/job/locust/run/{urllib.parse.quote(run_id)}",
+            headers=settings.monitoring_auth.header if settings.monitoring_auth else None,
         )
 
 
@@ -112,7 +113,7 @@ def print_outcome(checks: list[Check], sides: tuple[SideNumbers, SideNumbers], e
 
 def run(settings: Settings, echo: Echo = print) -> int:
     thresholds = Thresholds.load(settings.thresholds)
-    prometheus = Prometheus(settings.prometheus_url)
+    prometheus = Prometheus(settings.prometheus_url, settings.monitoring_auth)
     notes = preflight.check(settings, prometheus)
     run_id, folder = new_folder(settings.reports_dir)
     echo(f"load test {run_id}: {settings.users} users for {settings.duration}")
@@ -177,7 +178,7 @@ def run(settings: Settings, echo: Echo = print) -> int:
 
 
 def ui(settings: Settings, echo: Echo = print) -> int:
-    prometheus = Prometheus(settings.prometheus_url)
+    prometheus = Prometheus(settings.prometheus_url, settings.monitoring_auth)
     for note in preflight.check(settings, prometheus):
         echo(f"  {note}")
     run_id, folder = new_folder(settings.reports_dir)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -138,17 +137,6 @@ def _resolved(payload: dict[str, Any], name: str) -> bool:
     )
 
 
-def _alertmanager_alerts(stack: EphemeralStack, name: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{stack.topology.url('alertmanager')}/api/v2/alerts",
-        params={"filter": f'alertname="{name}"'},
-        timeout=10,
-    )
-    response.raise_for_status()
-    alerts: list[dict[str, Any]] = response.json()
-    return alerts
-
-
 def test_postgres_down_pages_inhibits_its_warning_and_resolves(
     alerting_stack: EphemeralStack, webhook: Webhook
 ) -> None:
@@ -190,7 +178,7 @@ def test_postgres_down_pages_inhibits_its_warning_and_resolves(
 
 
 def _inhibited(stack: EphemeralStack, name: str) -> dict[str, Any] | None:
-    alerts = _alertmanager_alerts(stack, name)
+    alerts = stack.alertmanager_alerts(name)
     suppressed = [a for a in alerts if a["status"]["state"] == "suppressed"]
     return suppressed[0] if suppressed else None
 

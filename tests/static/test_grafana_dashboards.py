@@ -17,6 +17,7 @@ import yaml
 
 from stack.grafana import panel_queries
 from stack.grafana import slo as slo_dashboard
+from stack.monitoring_auth import SETTING, USER
 from stack.paths import GRAFANA_DIR, REPO_ROOT
 
 GRAFANA = GRAFANA_DIR
@@ -338,6 +339,14 @@ def test_datasource_provisioning() -> None:
     assert datasource["uid"] == DATASOURCE_UID
     assert datasource["url"] == "http://prometheus:9090"
     assert datasource["isDefault"] is True
+    # Prometheus answers only with the monitoring credential. Grafana sends it server-side
+    # (proxy), the password interpolated from its environment into the encrypted secureJsonData,
+    # never written here; Compose hands Grafana that variable (tests/static/test_compose.py).
+    assert datasource["access"] == "proxy"
+    assert datasource["basicAuth"] is True
+    assert datasource["basicAuthUser"] == USER
+    assert datasource["secureJsonData"] == {"basicAuthPassword": f"${{{SETTING}}}"}
+    assert "basicAuthPassword" not in datasource.get("jsonData", {})
 
 
 def test_dashboard_provisioning() -> None:

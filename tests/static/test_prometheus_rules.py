@@ -8,12 +8,14 @@ pure-YAML checks still run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
+from stack.config.prometheus import COMPOSE_AUTH_PATH
+from stack.monitoring_auth import USER
 from stack.paths import REPO_ROOT
-from stack.procs import free_port
+from stack.procs import free_port, wait_for_port
 from stack.testing.tools import background, output, run_tool
 
 PROM_DIR = REPO_ROOT / "services" / "prometheus"
@@ -53,6 +57,8 @@ STATIC_TARGETS = {
     "prometheus": ["localhost:9090"],
     "pushgateway": ["pushgateway:9091"],
 }
+# What Prometheus sends to Alertmanager, the Pushgateway and itself (Compose's paths).
+MONITORING_AUTH = {"username": USER, "password_file": COMPOSE_AUTH_PATH}
 # Probed through the blackbox exporter: the target is a URL, the scrape goes to the prober.
 PROBES = {"blackbox": ["http://nginx:8080/health/live"]}
 PROBER = "blackbox-exporter:9115"
@@ -61,11 +67,16 @@ RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
+PUSHGATEWAY = shutil.which("pushgateway") or shutil.which("prometheus-pushgateway")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not on PATH (Debian/Ubuntu: apt-get install prometheus)"
 )
 needs_prometheus = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus not on PATH (Debian/Ubuntu: apt-get install prometheus)"
+)
+needs_pushgateway = pytest.mark.skipif(
+    PUSHGATEWAY is None,
+    reason="pushgateway not on PATH (Debian/Ubuntu: apt-get install prometheus-pushgateway)",
 )
 
 
@@ -125,16 +136,25 @@ def test_scrape_config_matches_contract() -> None:
     # Relative to prometheus.yml; a runner that moves the config must keep rules/ beside it.
     assert config["rule_files"] == ["rules/*.yml"]
     assert config["alerting"]["alertmanagers"] == [
-        {"static_configs": [{"targets": ["alertmanager:9093"]}]}
+        {"static_configs": [{"targets": ["alertmanager:9093"]}], "basic_auth": MONITORING_AUTH}
     ]
 
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {"api", *STATIC_TARGETS, *PROBES}
+    # Prometheus, Alertmanager and the Pushgateway refuse requests without the credential.
+    authenticated = {name for name, job in jobs.items() if "basic_auth" in job}
+    assert authenticated == {"prometheus", "alertmanager", "pushgateway"}
+    assert all(jobs[name]["basic_auth"] == MONITORING_AUTH for name in authenticated)
+    # A push must not speak for another job (it once fired StackNginxDown): the pushed job is
+    # kept apart (exported_job), so only the load test's series survive relabelling.
+    assert jobs["pushgateway"]["honor_labels"] is False
 
     # The native runner rewrites targets in place, so each job keeps exactly one plain
     # discovery block and nothing else that could carry targets.
     sd_keys = {key for job in jobs.values() for key in job if key.endswith("_configs")}
-    assert sd_keys <= {"static_configs", "dns_sd_configs", "relabel_configs"}
+    assert sd_keys <= {
+        "static_configs", "dns_sd_configs", "relabel_configs", "metric_relabel_configs",
+    }  # fmt: skip
     for name, targets in STATIC_TARGETS.items():
         assert jobs[name]["static_configs"] == [{"targets": targets}], name
         assert "dns_sd_configs" not in jobs[name], name
@@ -237,6 +257,73 @@ def test_api_relabeling_sets_replica_and_keeps_instance(tmp_path: Path) -> None:
         ("10.0.0.2:8000", "10.0.0.2"),
         ("127.0.0.1:8001", "127.0.0.1:8001"),
     ]
+
+
+def _instant(base: str, query: str) -> list[dict[str, str]]:
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return [r["metric"] for r in json.load(response)["data"]["result"]]
+
+
+def _push(base: str, group: str, body: str) -> None:
+    request = urllib.request.Request(f"{base}/metrics/{group}", data=body.encode(), method="PUT")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+@pytest.mark.servers
+@needs_prometheus
+@needs_pushgateway
+def test_pushgateway_job_keeps_only_the_load_tests_series(tmp_path: Path) -> None:
+    """A push that claims another job (job="nginx" with `nginx_up 0` once fired StackNginxDown)
+    or another metric reaches Prometheus as nothing; the load test's series arrive as the
+    dashboards expect them. Real Pushgateway, real Prometheus, the job as prometheus.yml has it
+    (without its credential: the relabelling is under test here, tests/e2e the auth)."""
+    assert PROMETHEUS is not None
+    assert PUSHGATEWAY is not None
+    [job] = [j for j in load_yaml(CONFIG)["scrape_configs"] if j["job_name"] == "pushgateway"]
+    del job["basic_auth"]
+    gateway_port, prometheus_port = free_port(), free_port()
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    job["static_configs"] = [{"targets": [f"127.0.0.1:{gateway_port}"]}]
+    job["scrape_interval"] = "1s"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"scrape_configs": [job]}), encoding="utf-8")
+    argv = [
+        PROMETHEUS,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{prometheus_port}",
+    ]
+    gateway_argv = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{gateway_port}"]
+    with (
+        background([*gateway_argv, "--persistence.file="], tmp_path / "pushgateway.log"),
+        background(argv, tmp_path / "prometheus.log"),
+    ):
+        wait_for_port(gateway_port)
+        _push(gateway, "job/nginx", "nginx_up 0\n")
+        _push(gateway, "job/nginx/instance/forged", "up 0\nnginx_up 0\n")
+        _push(gateway, "job/pushgateway", "nginx_up 0\n")
+        _push(gateway, "job/locust/run/r1", "locust_users 3\nnginx_up 0\n")
+        base = f"http://127.0.0.1:{prometheus_port}"
+        deadline = time.monotonic() + 30
+        users: list[dict[str, str]] = []
+        while not users and time.monotonic() < deadline:
+            with contextlib.suppress(urllib.error.URLError, ConnectionError):
+                users = _instant(base, "locust_users")
+            time.sleep(0.2)
+        instance = f"127.0.0.1:{gateway_port}"
+        assert users == [
+            {"__name__": "locust_users", "job": "locust", "run": "r1", "instance": instance}
+        ]
+        # Nothing pushed speaks for nginx, or for any metric but the load test's.
+        assert _instant(base, "nginx_up") == []
+        assert _instant(base, '{job="nginx"}') == []
+        assert _instant(base, '{exported_job!=""} or {exported_instance!=""}') == []
+        assert _instant(base, "push_time_seconds") == []
+        # The gateway's own series stay its own, and `up` is the scrape's.
+        assert _instant(base, 'pushgateway_build_info{job="pushgateway"}')
+        assert [m["job"] for m in _instant(base, "up")] == ["pushgateway"]
 
 
 # --- rule conventions (YAML only) ----------------------------------------------------------

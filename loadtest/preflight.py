@@ -7,8 +7,9 @@ and this scenario (JSON bodies, checks on every answer, one connection and addre
 Poisson timers) cost a worker 1.4-1.9 ms of CPU per request on the 2-core reference machine (CPU
 time of both workers over the window: 22.9 s for a default run's 16,774 requests, 3.9 s for a
 20-user run's 2,008, with other work sharing the machine). A plan beyond PROCESS_RPS per process
-would measure Locust, not the stack, so it is refused. The throughput is judged once every user has started
-(thresholds.py), so the ramp-up (USERS / SPAWN_RATE) must leave enough of DURATION for that.
+(and natively one process per core) would measure Locust, not the stack, so it is refused. The
+throughput is judged once every user has started (thresholds.py), so the ramp-up (USERS /
+SPAWN_RATE) must leave enough of DURATION for that.
 
 nginx allows RATE requests per second per client address (plus a burst of 100, nginx.conf), and
 answers 429 beyond it. How many addresses the load comes from decides whether that matters:
@@ -95,10 +96,16 @@ class LoadPlan:
     ramp_seconds: float
     duration_seconds: float
     min_steady_seconds: float
+    cores: int | None = None  # this machine's, when the workers run on it
 
     @property
     def planned_rps(self) -> float:
         return self.users * self.user_rps
+
+    @property
+    def sending(self) -> int:
+        """Processes that can send at once: one gevent loop each, at most one per core."""
+        return min(self.processes, self.cores) if self.cores else self.processes
 
     @property
     def steady_seconds(self) -> float:
@@ -113,12 +120,14 @@ class LoadPlan:
 
     def refusals(self) -> list[str]:
         found = []
-        if self.planned_rps > self.processes * PROCESS_RPS:
+        if self.planned_rps > self.sending * PROCESS_RPS:
+            cores = f" on {self.cores} cores" if self.cores else ""
             found.append(
                 f"USERS x LOADTEST_USER_RPS = {self.planned_rps:,.6g} req/s is more than "
-                f"{self.processes} Locust process(es) can send (about {PROCESS_RPS:,.0f} req/s "
-                "each with this scenario): the run would measure Locust, not the stack. Raise "
-                "WORKERS (natively at most one per core) or lower USERS or LOADTEST_USER_RPS."
+                f"{self.processes} Locust process(es){cores} can send (about "
+                f"{PROCESS_RPS:,.0f} req/s each with this scenario, one process per core): the "
+                "run would measure Locust, not the stack. Lower USERS or LOADTEST_USER_RPS, or "
+                "raise WORKERS up to one per core."
             )
         if self.steady_seconds < self.min_steady_seconds:
             found.append(
@@ -138,6 +147,7 @@ def load_plan(settings: Settings, min_steady_seconds: float) -> LoadPlan:
         ramp_seconds=settings.users / settings.spawn_rate,
         duration_seconds=settings.duration_s,
         min_steady_seconds=min_steady_seconds,
+        cores=None if settings.external_workers else os.cpu_count(),
     )
 
 

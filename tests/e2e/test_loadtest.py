@@ -397,7 +397,7 @@ def test_a_run_nginx_would_rate_limit_is_refused_up_front(
     ("knobs", "refusal"),
     [
         # More than two Locust processes can send.
-        (("--users=5000", "--spawn-rate=1000"), "is more than 2 Locust process(es) can send"),
+        (("--users=5000", "--spawn-rate=1000"), "Lower USERS or LOADTEST_USER_RPS"),
         # A ramp-up that leaves no time at the full rate to judge the throughput over.
         (("--users=50", "--spawn-rate=1", "--duration=30s"), "Raise SPAWN_RATE or DURATION"),
     ],

@@ -133,10 +133,14 @@ def test_a_load_no_machine_here_can_drive_is_refused_with_the_knob_to_turn(tmp_p
     too_many = load_plan(resolve({"users": "5000", "spawn_rate": "1000"}, environ), 5)
     (refusal,) = too_many.refusals()
     assert refusal.startswith("USERS x LOADTEST_USER_RPS = 20,000 req/s is more than 2 Locust")
-    assert "Raise WORKERS" in refusal
-    # WORKERS=0 is one process, not none.
+    assert "raise WORKERS up to one per core" in refusal
+    # WORKERS=0 is one process, not none; more workers than cores send no more than the cores.
     assert load_plan(resolve({"users": "300", "workers": "0"}, environ), 5).processes == 1
     assert load_plan(resolve({"users": "300", "workers": "0"}, environ), 5).refusals()
+    crowded = dataclasses.replace(load_plan(resolve({"users": "150"}, environ), 5), cores=1)
+    assert crowded.sending == 1
+    assert "2 Locust process(es) on 1 cores can send" in crowded.refusals()[0]
+    assert dataclasses.replace(crowded, processes=3, cores=4).refusals() == []
     slow_ramp = load_plan(resolve({"spawn_rate": "1", "duration": "40s"}, environ), 5)
     (refusal,) = slow_ramp.refusals()
     assert refusal.startswith("USERS / SPAWN_RATE = 50 s of ramp-up leaves 0 s of DURATION")

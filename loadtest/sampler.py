@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -67,17 +68,29 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
 
-    def read_once(self) -> None:
-        for instance, url in self.targets.items():
-            at = time.time()
-            try:
-                answer = call("GET", url, timeout=max(self.interval, 1.0))
-            except HttpError:
-                answer = None
-            if answer is None or answer.status != 200:
+    def _read(self, url: str) -> str | None:
+        try:
+            answer = call("GET", url, timeout=max(self.interval, 1.0))
+        except HttpError:
+            return None
+        return answer.body.decode() if answer.status == 200 else None
+
+    def read_once(self, within: float | None = None) -> None:
+        """Every replica at once, all stamped with the same instant. With `within`, answers later
+        than that are dropped: a replica that does not answer (stopped, hung) must delay neither
+        the others nor the next read, or one point would hold two seconds' counts; its own next
+        answer carries what it counted meanwhile."""
+        at = time.time()
+        pool = ThreadPoolExecutor(max_workers=max(len(self.targets), 1))
+        reads = {instance: pool.submit(self._read, url) for instance, url in self.targets.items()}
+        done, _ = wait(reads.values(), timeout=within)
+        pool.shutdown(wait=False, cancel_futures=True)  # a late read ends at its own timeout
+        for instance, read in reads.items():
+            page = read.result() if read in done else None
+            if page is None:
                 self.failed += 1
                 continue
-            sums, started = reduce(answer.body.decode())
+            sums, started = reduce(page)
             self.scraped[instance].append(at)
             if started is not None:
                 self.starts[instance][at] = started
@@ -87,7 +100,7 @@ class Sampler:
     def _loop(self) -> None:
         next_at = time.monotonic()
         while not self._stop.is_set():
-            self.read_once()
+            self.read_once(within=0.9 * self.interval)
             next_at += self.interval
             self._stop.wait(max(next_at - time.monotonic(), 0))
 

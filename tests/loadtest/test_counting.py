@@ -3,11 +3,13 @@ users offered. Nothing here imports Locust (it would patch this process with gev
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import threading
+import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
@@ -152,6 +154,40 @@ def test_the_sampler_counts_what_the_endpoint_counted_second_by_second(
     assert sampler.covers(start, sampler.scraped["a"][-1])
     counted = sampler.history(REQUESTS).counted(("status",), start, math.inf)
     assert counted == {("200",): 6.0, ("404",): 3.0, ("503",): 3.0}
+
+
+class _Hung(BaseHTTPRequestHandler):
+    """A replica that accepts the connection and never answers in time (as when SIGSTOPped)."""
+
+    def do_GET(self) -> None:
+        time.sleep(3)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_hung_replica_does_not_hold_up_the_reads_of_the_others(
+    metrics_endpoint: tuple[str, Counter],
+) -> None:
+    """Otherwise one point would hold two seconds' counts (and the chart twice the rate)."""
+    url, _ = metrics_endpoint
+    hung = ThreadingHTTPServer(("127.0.0.1", 0), _Hung)
+    thread = threading.Thread(target=hung.serve_forever, daemon=True)
+    thread.start()
+    try:
+        hung_url = f"http://127.0.0.1:{hung.server_address[1]}/metrics"
+        sampler = Sampler({"ok": url, "hung": hung_url}, interval=0.4)
+        with sampler:
+            time.sleep(3)
+    finally:
+        hung.shutdown()
+        thread.join()
+        hung.server_close()
+    reads = sampler.scraped["ok"]
+    assert sampler.scraped["hung"] == []
+    assert len(reads) >= 4
+    # Each wait for the hung one would have taken its whole 1-s read timeout.
+    assert max(b - a for a, b in itertools.pairwise(reads)) < 1.0
 
 
 def test_offered_and_answered_are_compared_over_the_whole_seconds_after_ramp_up() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -439,12 +441,23 @@ def test_a_host_prometheus_does_not_watch_is_refused(
     assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
 
 
-def _nginx_load_lines(stack: EphemeralStack, offset: int) -> list[dict[str, Any]]:
-    """nginx's access log lines written after `offset` by the simulated users (each binds its own
-    127.x.y.z; seeding and the tests' own requests come from 127.0.0.1)."""
-    text = stack.log("nginx")[offset:]
+def _nginx_load_lines(stack: EphemeralStack, since: float) -> list[dict[str, Any]]:
+    """nginx's access log lines since `since` from the simulated users (each binds its own
+    127.x.y.z; seeding and the tests' own requests come from 127.0.0.1). supervisord rotates the
+    log at 20 MB, so the previous file is read too."""
+    logs = stack.data_dir / "stack" / "logs"
+    text = "".join(
+        (logs / name).read_text(errors="replace")
+        for name in ("nginx.log.1", "nginx.log")
+        if (logs / name).exists()
+    )
     records = [json.loads(line) for line in text.splitlines() if line.startswith('{"time"')]
-    return [r for r in records if r["remote_addr"] != "127.0.0.1"]
+    return [
+        r
+        for r in records
+        if r["remote_addr"] != "127.0.0.1"
+        and datetime.fromisoformat(r["time"]).timestamp() >= math.floor(since)
+    ]
 
 
 def test_client_nginx_and_server_agree_right_after_a_restart(
@@ -478,7 +491,7 @@ def test_client_nginx_and_server_agree_right_after_a_restart(
         time.sleep(3)
         assert "started" in stack.supervisorctl("start", "postgres")
 
-    offset = len(stack.log("nginx"))
+    since = time.time()
     knobs = ("--users=8", "--spawn-rate=8", "--duration=12s", "--workers=1", "--items=200")
     run = loadtest(
         stack, tmp_path / "reports", "run", *knobs, "--owners=4", *WEIGHTS, during=database_away
@@ -486,7 +499,7 @@ def test_client_nginx_and_server_agree_right_after_a_restart(
     results = run.results
     client, server = results["client"], results["server"]
     time.sleep(1.5)  # nginx flushes its access log buffer every second
-    lines = _nginx_load_lines(stack, offset)
+    lines = _nginx_load_lines(stack, since)
     nginx_statuses: dict[str, int] = {}
     for line in lines:
         nginx_statuses[str(line["status"])] = nginx_statuses.get(str(line["status"]), 0) + 1

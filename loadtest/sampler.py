@@ -64,7 +64,6 @@ class Sampler:
         self.points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
         self.scraped: dict[str, list[float]] = {instance: [] for instance in self.targets}
         self.starts: dict[str, dict[float, float]] = {instance: {} for instance in self.targets}
-        self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
 
@@ -88,8 +87,7 @@ class Sampler:
         for instance, read in reads.items():
             page = read.result() if read in done else None
             if page is None:
-                self.failed += 1
-                continue
+                continue  # not a successful read: counters.py treats it like a failed scrape
             sums, started = reduce(page)
             self.scraped[instance].append(at)
             if started is not None:

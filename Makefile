@@ -112,7 +112,8 @@ ifeq ($(STACK),compose)
 	if $(COMPOSE) ps --services --status running | grep -qx grafana; then \
 	echo "  Grafana             http://127.0.0.1:$${GRAFANA_PORT:-3000}  (anonymous viewer; admin password in .env)"; fi; \
 	echo "  Prometheus          http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/targets"; \
-	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"
+	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"; \
+	echo "  (both: user monitoring, password MONITORING_PASSWORD in .env)"
 else
 	$(MAKE) system-deps install
 	$(NATIVE) up
@@ -140,6 +141,16 @@ ifeq ($(STACK),compose)
 	$(COMPOSE) logs -f --tail=100 $(SERVICE)
 else
 	$(NATIVE) logs $(SERVICE)
+endif
+
+# Prometheus has no HTTP lifecycle endpoint (not even with the monitoring password): SIGHUP.
+# Natively the runner renders prometheus.yml again first.
+.PHONY: reload  ## Make Prometheus re-read services/prometheus (its config and rules)
+reload: compose-engine
+ifeq ($(STACK),compose)
+	$(COMPOSE) kill -s SIGHUP prometheus
+else
+	$(NATIVE) reload
 endif
 
 .PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all

@@ -227,9 +227,16 @@ class ComposeStack(LiveStack):
         return int(self.settings["NGINX_PORT"])
 
     @property
-    def monitoring(self) -> Monitoring:
-        # The Pushgateway is on the private network only, as in any Compose deployment.
-        return Monitoring(self._url("PROMETHEUS_PORT"), self._url("ALERTMANAGER_PORT"))
+    def monitoring_plane(self) -> Monitoring:
+        # The Pushgateway publishes no port, as in any Compose deployment: the engine's host
+        # reaches it at its address on the private network.
+        pushgateway = self.containers("pushgateway", running=True)
+        return Monitoring(
+            self._url("PROMETHEUS_PORT"),
+            self._url("ALERTMANAGER_PORT"),
+            f"http://{self.address(pushgateway[0])}:9091" if pushgateway else None,
+            self.monitoring_auth,
+        )
 
     def replica_addresses(self) -> list[str]:
         return [f"{self.address(c)}:{API_PORT}" for c in self.containers("api", running=True)]

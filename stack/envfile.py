@@ -9,7 +9,9 @@ import secrets
 import sys
 from pathlib import Path
 
-SECRET_KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRET_KEYS = (
+    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MONITORING_PASSWORD",
+)  # fmt: skip
 
 
 def _parse(text: str) -> dict[str, str]:

@@ -4,8 +4,8 @@ the end-to-end tests use, implemented by the native stack (stack/ephemeral.py) a
 
 A runner says where its services answer and how to reach its replicas' processes and logs (the
 abstract members); what is the same for both is written here once: reading Prometheus (through
-stack.monitoring, the one client), finding which replicas served a request, waiting for nginx to
-route to every replica again, running SQL and `make`.
+stack.monitoring, the one client, with the monitoring credential), finding which replicas served
+a request, waiting for nginx to route to every replica again, running SQL and `make`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import httpx
 
 from stack.envfile import read_env
 from stack.monitoring import Monitoring, Result
+from stack.monitoring_auth import SETTING, USER
 from stack.paths import REPO_ROOT
 from stack.servers import postgres_bindir
 
@@ -51,7 +52,9 @@ class LiveStack(Protocol):
 
     @property
     @abstractmethod
-    def monitoring(self) -> Monitoring: ...
+    def monitoring_plane(self) -> Monitoring:
+        """Where Prometheus, Alertmanager and the Pushgateway answer, with the credential
+        (`monitoring_auth`)."""
 
     @property
     @abstractmethod
@@ -120,22 +123,37 @@ class LiveStack(Protocol):
 
     @property
     def prometheus(self) -> str:
-        return self.monitoring.prometheus
+        return self.monitoring_plane.prometheus
 
     @property
     def alertmanager(self) -> str:
-        return self.monitoring.alertmanager
+        return self.monitoring_plane.alertmanager
+
+    @property
+    def monitoring_auth(self) -> httpx.BasicAuth:
+        """The credential Prometheus, Alertmanager and the Pushgateway require."""
+        return httpx.BasicAuth(USER, self.secret(SETTING))
+
+    def monitoring(self, service: str) -> httpx.Client:
+        """A client for "prometheus", "alertmanager" or "pushgateway", with the credential: every
+        test's call to the monitoring plane goes through here or `monitoring_plane`."""
+        return self.monitoring_plane.client(service)
 
     def query(self, promql: str, at: float | None = None) -> Result:
-        return self.monitoring.query(promql, at)
+        return self.monitoring_plane.query(promql, at)
 
     def wait_for(
         self, promql: str, predicate: Callable[[Result], bool], timeout: float = 30
     ) -> Result:
-        return self.monitoring.wait_for(promql, predicate, timeout)
+        return self.monitoring_plane.wait_for(promql, predicate, timeout)
 
     def alerts(self) -> Result:
-        return self.monitoring.alerts()
+        """Prometheus's alerts, pending and firing."""
+        return self.monitoring_plane.alerts()
+
+    def alertmanager_alerts(self, name: str) -> Result:
+        """Alertmanager's alerts named `name`, active, silenced and inhibited."""
+        return self.monitoring_plane.alertmanager_alerts(f'alertname="{name}"')
 
     def secret(self, key: str) -> str:
         return read_env(self.env_file)[key]
@@ -180,7 +198,9 @@ class LiveStack(Protocol):
         assert match, conf
         return int(match[1])
 
-    def wait_until_replica_serves(self, replica: int, timeout: float = 60) -> None:
+    def wait_until_replica_serves(self, replica: int, timeout: float = 120) -> None:
+        # 120 s, the native runner's own bound (HEALTH_TIMEOUT_SECONDS): three interpreters
+        # importing the app on a loaded 2-core host took over 40 s once.
         url = f"{self.replica_urls()[replica - 1]}/health/live"
         deadline = time.monotonic() + timeout
         while True:

@@ -37,10 +37,11 @@ PORTS: dict[str, tuple[str, int]] = {
 API_BASE_PORT = ("NATIVE_API_BASE_PORT", 8000)
 
 # Every Compose service and whether the native stack runs it (Grafana has no Debian package).
+# The one-shots (migrate, monitoring-auth) are steps of `stack up` natively, not programs.
 SERVICES = (
     "nginx", "api", "migrate", "postgres", "redis", "prometheus", "alertmanager", "grafana",
     "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter", "blackbox-exporter",
-    "pushgateway",
+    "pushgateway", "monitoring-auth",
     "locust-master", "locust-worker", "backup",
 )  # fmt: skip
 NOT_NATIVE = frozenset({"grafana"})

@@ -216,6 +216,7 @@ def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> 
                 # Pushed groups live for one load test (it deletes its group at the end); Debian's
                 # default would persist them under /var/lib/prometheus, outside the stack's data.
                 "--persistence.file=",
+                f"--web.config.file={dirs.web_config}",
             ],
         ),
         Program(
@@ -229,7 +230,10 @@ def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> 
                 f"--storage.tsdb.retention.time={env.get('PROMETHEUS_RETENTION', '31d')}",
                 f"--storage.tsdb.retention.size={env.get('PROMETHEUS_RETENTION_SIZE', '10GB')}",
                 f"--web.listen-address={topology.address('prometheus')}",
-                "--web.enable-lifecycle",
+                # Basic auth on every endpoint. No --web.enable-lifecycle: nobody stops or
+                # reloads Prometheus over HTTP, not even with the password (`make reload` sends
+                # SIGHUP).
+                f"--web.config.file={dirs.web_config}",
             ],
         ),
         Program(
@@ -245,6 +249,7 @@ def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> 
                 f"--web.listen-address={topology.address('alertmanager')}",
                 # A single instance: no gossip port to collide with anything.
                 "--cluster.listen-address=",
+                f"--web.config.file={dirs.web_config}",
             ],
             environment={
                 name: env[name] for name in ("ALERTMANAGER_CRITICAL_WEBHOOK_URL",) if name in env

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from stack.config.nginx import render_nginx
 from stack.config.prometheus import render_prometheus
 from stack.config.supervisor import LOG_UMASK, render_supervisor
+from stack.monitoring_auth import render_files
 from stack.native.dirs import StackDirs
 from stack.topology import Topology
 
@@ -37,5 +38,7 @@ def render_all(
         access_log="/dev/stdout",
         rate=env.get("NGINX_RATE_LIMIT", "1000r/s"),
     )
-    render_prometheus(topology, dirs.run / "prometheus.yml")
+    # What Compose's one-shot monitoring-auth service renders, by the same script.
+    render_files(env, dirs.web_config, dirs.monitoring_password)
+    render_prometheus(topology, dirs.run / "prometheus.yml", dirs.monitoring_password)
     render_supervisor(topology, env, dirs, as_root=as_root)

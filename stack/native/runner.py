@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 
 from stack.config.supervisor import LOG_UMASK
+from stack.monitoring_auth import BasicAuth
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
 from stack.paths import API_DIR, data_root
@@ -110,12 +111,18 @@ def _wait(what: str, check: Callable[[], bool], dirs: StackDirs, log: str | None
     raise StackError(f"{what} not healthy after {HEALTH_TIMEOUT_SECONDS:.0f}s\n{tail}")
 
 
-def _http_ok(url: str) -> Callable[[], bool]:
+def _http_ok(url: str, headers: Mapping[str, str] | None = None) -> Callable[[], bool]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback
+
     def check() -> bool:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
             return bool(response.status == 200)
 
     return check
+
+
+def _ready(topology: Topology, service: str, auth: Mapping[str, str]) -> Callable[[], bool]:
+    return _http_ok(f"{topology.url(service)}/-/ready", auth)
 
 
 def _port_open(port: int) -> Callable[[], bool]:
@@ -159,6 +166,8 @@ def migrate(topology: Topology, env: Mapping[str, str]) -> None:
 
 def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     as_root = os.geteuid() == 0
+    credential = BasicAuth.from_env(env)
+    auth = credential.header if credential else {}
     dirs.root.mkdir(parents=True, exist_ok=True)
     render_all(topology, env, dirs, as_root=as_root)
     postgres = _postgres(topology, env, dirs)
@@ -211,11 +220,12 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     supervisorctl(dirs, "start", *exporters, "alertmanager")
     for name in exporters:
         _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)
-    _wait("alertmanager", _http_ok(f"{topology.url('alertmanager')}/-/ready"), dirs, "alertmanager")
+    # These three answer only with the monitoring credential, /-/ready included.
+    _wait("alertmanager", _ready(topology, "alertmanager", auth), dirs, "alertmanager")
     supervisorctl(dirs, "start", "pushgateway")
-    _wait("pushgateway", _http_ok(f"{topology.url('pushgateway')}/-/ready"), dirs, "pushgateway")
+    _wait("pushgateway", _ready(topology, "pushgateway", auth), dirs, "pushgateway")
     supervisorctl(dirs, "start", "prometheus")
-    _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
+    _wait("prometheus", _ready(topology, "prometheus", auth), dirs, "prometheus")
 
 
 def start_replicas(topology: Topology, dirs: StackDirs) -> None:
@@ -224,6 +234,20 @@ def start_replicas(topology: Topology, dirs: StackDirs) -> None:
     for replica, port in enumerate(topology.api_ports, start=1):
         url = f"http://{topology.host}:{port}/health/ready"
         _wait(f"api-{replica}", _http_ok(url), dirs, f"api-{replica}")
+
+
+def wait_for_entry(topology: Topology, dirs: StackDirs, in_a_row: int = 10) -> None:
+    """Until nginx answers through every replica again, `in_a_row` GETs in a row.
+
+    After its replicas were all stopped nginx keeps each out of its pool for fail_timeout (10 s)
+    even once it is back, answering 502 meanwhile: a restore is not over until that has passed.
+    """
+    url = f"{topology.url('nginx')}/health/live"
+
+    def serving() -> bool:
+        return all(_http_ok(url)() for _ in range(in_a_row))
+
+    _wait("nginx's pool", serving, dirs, "nginx")
 
 
 def stop_replicas(dirs: StackDirs) -> None:

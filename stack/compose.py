@@ -158,10 +158,12 @@ class ComposeStack(LiveStack):
             "ps", "--no-trunc", *(("--filter", "status=running") if running else ("--all",)),
             "--filter", f"label={PROJECT_LABEL}={self.project}",
             "--filter", f"label=com.docker.compose.service={service}",
-            "--format", '{{.ID}} {{.Label "com.docker.compose.container-number"}}',
+            "--format", '{{.ID}} {{.Names}} {{.Label "com.docker.compose.container-number"}}',
         )  # fmt: skip
         rows = [line.split() for line in listed.splitlines() if line.strip()]
-        return [cid for cid, _ in sorted(rows, key=lambda row: int(row[1]))]
+        # Only Compose's own names: containers inherit the labels of the image (see _listed).
+        ours = [row for row in rows if len(row) == 3 and row[1].startswith(f"{self.project}-")]
+        return [cid for cid, _, _ in sorted(ours, key=lambda row: int(row[2]))]
 
     def inspect(self, container: str) -> dict[str, Any]:
         found: list[dict[str, Any]] = json.loads(self.docker("inspect", container))
@@ -207,6 +209,11 @@ class ComposeStack(LiveStack):
             "--format",
             "{{.Names}}" if kind == "container" else "{{.Name}}",
         ).split()
+        if kind == "container":
+            # Compose labels the images it builds with the project too, and a container inherits
+            # its image's labels: another project (or a swarm stack) running the same tag carries
+            # this project's label. Compose names its own containers <project>-<service>-<n>.
+            names = [name for name in names if name.startswith(f"{self.project}-")]
         return [f"{kind} {name}" for name in names]
 
     # --- LiveStack ----------------------------------------------------------------------------

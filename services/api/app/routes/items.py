@@ -1,14 +1,13 @@
-from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import ItemCache
-from app.database import Read
-from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, SessionDep, cache_of, reader_of
+from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, ReaderDep, SessionDep
 from app.errors import NotFoundError, PreconditionFailedError, problem_responses
 from app.models import Item
 from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
@@ -38,15 +37,16 @@ def _if_match_allows(if_match: str | None, version: int) -> bool:
     return "*" in tags or _etag(version) in tags
 
 
-def _item_json(item: Item | Mapping[str, Any]) -> bytes:
+def _item_json(item: Item | RowMapping) -> bytes:
     return ItemPublic.model_validate(item).model_dump_json().encode()
 
 
-# The GETs are pure reads: app.database.Reader runs them without the ORM or a transaction.
-_ITEM_BY_ID = Read.of(select(Item).where(Item.id == bindparam("id")))
-_PAGE = select(Item).where(Item.id > bindparam("after")).order_by(Item.id).limit(bindparam("rows"))
-_ITEMS_PAGE = Read.of(_PAGE)
-_OWNER_ITEMS_PAGE = Read.of(_PAGE.where(Item.owner_id == bindparam("owner_id")))
+# The GETs are pure reads: Core statements that app.database.Reader runs outside a transaction.
+_ITEM_BY_ID = select(Item).where(Item.id == bindparam("id"))
+_ITEMS_PAGE = (
+    select(Item).where(Item.id > bindparam("after")).order_by(Item.id).limit(bindparam("rows"))
+)
+_OWNER_ITEMS_PAGE = _ITEMS_PAGE.where(Item.owner_id == bindparam("owner_id"))
 
 
 @router.post(
@@ -67,7 +67,7 @@ async def create_item(
 # otherwise validate the page it was handed a second time before serialising it.
 @router.get("", response_model=Page[ItemPublic])
 async def list_items(
-    request: Request,
+    reader: ReaderDep,
     limit: Annotated[PageLimit, Query()] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[PageCursor, Query()] = None,
     owner_id: Annotated[
@@ -75,11 +75,11 @@ async def list_items(
     ] = None,
 ) -> Response:
     # Ids start at 1, so "after 0" is the first page.
-    after, reader = cursor or 0, reader_of(request)
+    params = {"after": cursor or 0, "rows": limit + 1}
     if owner_id is None:
-        rows = await reader.fetch(_ITEMS_PAGE, after=after, rows=limit + 1)
+        rows = await reader.rows(_ITEMS_PAGE, params)
     else:
-        rows = await reader.fetch(_OWNER_ITEMS_PAGE, after=after, rows=limit + 1, owner_id=owner_id)
+        rows = await reader.rows(_OWNER_ITEMS_PAGE, {**params, "owner_id": owner_id})
     has_more = len(rows) > limit
     rows = rows[:limit]
     # One validation of the whole page (in pydantic-core) instead of one call per item.
@@ -94,17 +94,16 @@ async def list_items(
     response_model=ItemPublic,
     responses={404: _AUTH_ERRORS[404]},
 )
-async def get_item(item_id: ItemId, request: Request) -> Response:
-    cache = cache_of(request)
+async def get_item(item_id: ItemId, cache: CacheDep, reader: ReaderDep) -> Response:
     cached, generation = await cache.get(item_id)
     if cached is not None:
         version = orjson.loads(cached)["version"]
         return Response(cached, media_type=JSON, headers={"X-Cache": "hit", "ETag": _etag(version)})
-    rows = await reader_of(request).fetch(_ITEM_BY_ID, id=item_id)
+    rows = await reader.rows(_ITEM_BY_ID, {"id": item_id})
     if not rows:
         raise NotFoundError(f"Item {item_id} does not exist.")
     row = rows[0]
-    body = _item_json(dict(row))
+    body = _item_json(row)
     if generation is not None:
         await cache.fill(item_id, generation, body)
     return Response(

@@ -42,6 +42,10 @@ def make_settings(servers: Servers) -> MakeSettings:
             "db_connect_timeout_seconds": 1.0,
             # Short, so fail-open and recovery tests don't wait long for the bypass to end.
             "cache_retry_after_seconds": 0.2,
+            # Longer than production's 0.1 s: on a busy test machine a live Redis can take that
+            # long to be scheduled, and a read would fail open where the test expects a hit. The
+            # tests of a hung Redis set their own.
+            "redis_socket_timeout_seconds": 1.0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)

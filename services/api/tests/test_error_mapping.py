@@ -93,6 +93,9 @@ async def failing_client(
     async def fail(sqlstate: str) -> None:
         if sqlstate == "internal":
             raise InternalError("ROLLBACK", None, _DriverError(None))
+        if sqlstate == "oserror":
+            # Not the database's (app.database turns those into OperationalError): our bug.
+            raise ConnectionResetError("driver error: a socket that is not PostgreSQL's")
         raise DBAPIError("SELECT 1", None, _DriverError(sqlstate))
 
     async with serve(app=app, raise_app_exceptions=False) as client:
@@ -114,6 +117,7 @@ async def failing_client(
         ("23503", 409),  # foreign key: the owner was deleted meanwhile
         ("23505", 409),  # unique violation
         ("42P01", 500),  # undefined table: our bug, not the client's
+        ("oserror", 500),  # any other OSError: not an outage of the database
     ],
 )
 async def test_database_errors_map_by_sqlstate(
@@ -125,3 +129,5 @@ async def test_database_errors_map_by_sqlstate(
     if status == 503:
         assert response.headers["retry-after"] == "1"
         assert problem["type"].endswith("/database-unavailable")
+    if status == 500:
+        assert problem["type"].endswith("/internal")

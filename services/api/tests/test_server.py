@@ -1,16 +1,26 @@
 """The real entry point, `python -m app`, under Uvicorn: JSON logs and a graceful SIGTERM."""
 
+import io
 import json
+import logging
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
+from app.__main__ import build_server
+from app.main import create_app
+from app.observability.logging import JsonFormatter
+from stack.procs import free_port, wait_for_port
 from stack.servers import Servers, api_process
+from stack.testing.api import assert_problem
+from stack.testing.asgi import MakeSettings
 
 
 @pytest.fixture
@@ -56,3 +66,52 @@ def test_sigterm_lets_an_in_flight_request_finish(
         ("/users", 201, "inflight-1")
     ]
     assert all(line["replica"] == "proc-test" for line in lines)
+
+
+def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_traceback(
+    make_settings: MakeSettings,
+) -> None:
+    """The server `python -m app` builds (app.__main__.build_server), on a real socket, with a
+    route that fails: the log is what Uvicorn and the app write for it, in our JSON format."""
+    port = free_port()
+    settings = make_settings(api_port=port, shutdown_grace_seconds=2)
+    app = create_app(settings)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret-internal-detail")
+
+    server = build_server(settings, app)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test-replica"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        wait_for_port(port, timeout=30)
+        response = httpx.get(f"http://127.0.0.1:{port}/boom", headers={"X-Request-ID": "crash-1"})
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert not thread.is_alive()
+    problem = assert_problem(response, 500)
+    assert "secret-internal-detail" not in response.text
+    assert problem["request_id"] == "crash-1"
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    failures = [line for line in lines if "secret-internal-detail" in json.dumps(line)]
+    assert len(failures) == 1, failures
+    (failure,) = failures
+    assert (failure["logger"], failure["level"]) == ("uvicorn.error", "ERROR")
+    assert failure["request_id"] == "crash-1"
+    assert failure["exception"].startswith("Traceback")
+    access = [line for line in lines if line["logger"] == "app.access"]
+    assert [(a["route"], a["status"], a["request_id"]) for a in access] == [
+        ("/boom", 500, "crash-1")
+    ]

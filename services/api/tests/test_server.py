@@ -2,7 +2,6 @@
 
 import io
 import json
-import logging
 import signal
 import socket
 import subprocess
@@ -16,7 +15,6 @@ import pytest
 
 from app.__main__ import build_server
 from app.main import create_app
-from app.observability.logging import JsonFormatter
 from stack.procs import free_port, wait_for_port
 from stack.servers import Servers, api_process
 from stack.testing.api import assert_problem
@@ -69,7 +67,7 @@ def test_sigterm_lets_an_in_flight_request_finish(
 
 
 def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_traceback(
-    make_settings: MakeSettings,
+    make_settings: MakeSettings, json_log: io.StringIO
 ) -> None:
     """The server `python -m app` builds (app.__main__.build_server), on a real socket, with a
     route that fails: the log is what Uvicorn and the app write for it, in our JSON format."""
@@ -82,13 +80,6 @@ def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_traceback
         raise RuntimeError("secret-internal-detail")
 
     server = build_server(settings, app)
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test-replica"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
@@ -97,14 +88,12 @@ def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_traceback
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-        root.removeHandler(handler)
-        root.setLevel(level)
     assert not thread.is_alive()
     problem = assert_problem(response, 500)
     assert "secret-internal-detail" not in response.text
     assert problem["request_id"] == "crash-1"
 
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     failures = [line for line in lines if "secret-internal-detail" in json.dumps(line)]
     assert len(failures) == 1, failures
     (failure,) = failures

@@ -2,15 +2,12 @@
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
 from app.main import create_app
-from app.observability.logging import JsonFormatter
 from stack.procs import free_port
 from stack.testing.api import assert_problem
 from stack.testing.asgi import Serve
@@ -39,23 +36,6 @@ def _settings(**overrides: object) -> Settings:
 def _assert_no_secret(text: str) -> None:
     assert PG_SECRET not in text
     assert REDIS_SECRET not in text
-
-
-@pytest.fixture
-def logged() -> Iterator[io.StringIO]:
-    """Everything any logger writes, as the replica's JSON lines."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("secrets-test"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +82,7 @@ def test_a_refused_setting_does_not_print_the_others(
 
 
 async def test_no_log_line_or_error_page_shows_a_password(
-    serve: Serve, logged: io.StringIO
+    serve: Serve, json_log: io.StringIO
 ) -> None:
     app = create_app(_settings())
     async with serve(app=app) as client:
@@ -117,7 +97,7 @@ async def test_no_log_line_or_error_page_shows_a_password(
         _assert_no_secret(created.text)
         # The clients an operator might print while debugging.
         _assert_no_secret(repr(app.state.engine) + repr(app.state.cache.redis))
-    lines = logged.getvalue()
+    lines = json_log.getvalue()
     messages = {json.loads(line)["message"] for line in lines.splitlines()}
     assert {"started", "database unavailable: OperationalError", "stopped"} <= messages
     _assert_no_secret(lines)

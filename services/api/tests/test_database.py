@@ -2,6 +2,8 @@
 of losing the database surfacing as SQLAlchemy's OperationalError."""
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import httpx
@@ -168,5 +170,31 @@ async def test_a_database_that_refuses_connections_is_an_operational_error(
         with pytest.raises(OperationalError):
             async with engine.connect():
                 pass
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_the_server_never_answers_is_an_operational_error(
+    servers: Servers, make_settings: MakeSettings
+) -> None:
+    """asyncpg's command_timeout raises a bare TimeoutError (an OSError): app.database's
+    handle_error makes it the OperationalError of a lost connection, which is discarded."""
+    if servers.postgres is None:
+        pytest.skip("DATABASE_URL was given: this test needs a PostgreSQL it may signal")
+    # statement_timeout 0.2 s, so asyncpg gives up after 1.2 s; the server never gets to it.
+    engine = create_engine(make_settings(db_statement_timeout_ms=200))
+    reader = Reader(engine, limit=1)
+    try:
+        (hung,) = await reader.rows(_BACKEND)
+        os.kill(hung["pid"], signal.SIGSTOP)  # the server process behind our one connection
+        try:
+            with pytest.raises(OperationalError) as lost:
+                await reader.rows(select(text("1")))
+        finally:
+            os.kill(hung["pid"], signal.SIGCONT)
+        assert lost.value.connection_invalidated
+        assert isinstance(lost.value.orig, TimeoutError)
+        (fresh,) = await reader.rows(_BACKEND)
+        assert fresh["pid"] != hung["pid"]
     finally:
         await engine.dispose()

@@ -18,10 +18,36 @@ RUN := $(UV) run --frozen
 	$(UV) sync --frozen
 	touch $@
 
+# The project's own Docker engine (make engine), while it runs: every docker command here reaches
+# it through these. Recipes see exported variables; $(shell) does not (make 4.3), so it gets them
+# spelled out.
+ENGINE_ENV := $(if $(wildcard .cache/engine/state.json),$(shell python3 -m stack.engine env))
+$(foreach assignment,$(ENGINE_ENV),$(eval export $(assignment)))
+
 # Compose where a Docker engine answers, the native stack (supervisord) otherwise.
-STACK ?= $(shell docker info >/dev/null 2>&1 && echo compose || echo native)
+STACK ?= $(shell $(ENGINE_ENV) docker info >/dev/null 2>&1 && echo compose || echo native)
 COMPOSE := docker compose
 NATIVE := $(RUN) python -m stack.native
+# Seconds `up --wait` gives the started containers to become healthy (Compose counts them from
+# the last start; a dependency that turns unhealthy fails `up` sooner), then `make up` shows why.
+UP_TIMEOUT ?= 300
+# On the project's engine: only the services it has an image for (no registry, no Grafana there).
+UP_SERVICES := $(if $(ENGINE_ENV),python3 -m stack.standins services,true)
+
+# After a failed `up`: every service's state, then the last log lines of each one that is neither
+# running (and not unhealthy) nor a one-shot that exited 0.
+define COMPOSE_FAILURES
+$(COMPOSE) ps -a; \
+for service in $$($(COMPOSE) ps -a --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' \
+		| awk -F'|' '!(($$2 == "running" && $$3 != "unhealthy" && $$3 != "starting") || ($$2 == "exited" && $$4 == "0")) {print $$1}' \
+		| sort -u); do \
+	echo "--- $$service: its last log lines" >&2; $(COMPOSE) logs --no-color --tail=30 $$service >&2; \
+	for container in $$($(COMPOSE) ps -a -q $$service); do \
+		docker inspect --format '{{range .State.Health.Log}}healthcheck (exit {{.ExitCode}}): {{.Output}}{{"\n"}}{{end}}' \
+			$$container | tail -n 3 >&2; \
+	done; \
+done
+endef
 
 .PHONY: help  ## Show this list of targets
 help:
@@ -35,22 +61,42 @@ system-deps:
 .PHONY: install  ## Install the Python dependencies from uv.lock into .venv
 install: .venv/.synced
 
-.PHONY: up  ## Start the whole stack and wait until every service is healthy (STACK=compose|native)
-up: .env
+# STACK=compose with no engine that answers: say what to do, before anything is created.
+.PHONY: compose-engine
+compose-engine:
 ifeq ($(STACK),compose)
-	$(COMPOSE) up -d --build --wait
+	@docker info >/dev/null 2>&1 || { echo "No Docker engine answers. Start Docker, or run" \
+		"'make engine' (as root) to start the project's own engine here." >&2; exit 1; }
+endif
+
+.PHONY: engine  ## Start the project's own Docker engine if none answers (root), build the test stand-ins
+engine:
+	python3 -m stack.engine start --standins
+
+.PHONY: engine-stop  ## Stop the project's own Docker engine; no process, bridge, rule or mount is left
+engine-stop:
+	python3 -m stack.engine stop
+
+.PHONY: up  ## Start the whole stack and wait until every service is healthy (STACK=compose|native)
+up: compose-engine .env
+ifeq ($(STACK),compose)
+	services="$$($(UP_SERVICES))"; \
+	$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT) $$services \
+		|| { status=$$?; $(COMPOSE_FAILURES); exit $$status; }
 	@. ./.env; echo; \
 	echo "  API through nginx   http://127.0.0.1:$${NGINX_PORT:-8080}  (docs: /docs)"; \
-	echo "  Grafana             http://127.0.0.1:$${GRAFANA_PORT:-3000}  (anonymous viewer; admin password in .env)"; \
+	if $(COMPOSE) ps --services --status running | grep -qx grafana; then \
+	echo "  Grafana             http://127.0.0.1:$${GRAFANA_PORT:-3000}  (anonymous viewer; admin password in .env)"; fi; \
 	echo "  Prometheus          http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/targets"; \
-	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"
+	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"; \
+	echo "  (both: user monitoring, password MONITORING_PASSWORD in .env)"
 else
 	$(MAKE) system-deps install
 	$(NATIVE) up
 endif
 
 .PHONY: down  ## Stop the stack (data is kept)
-down:
+down: compose-engine
 ifeq ($(STACK),compose)
 	$(COMPOSE) down
 else
@@ -58,7 +104,7 @@ else
 endif
 
 .PHONY: ps  ## Show the stack's services and their state
-ps:
+ps: compose-engine
 ifeq ($(STACK),compose)
 	$(COMPOSE) ps
 else
@@ -66,17 +112,27 @@ else
 endif
 
 .PHONY: logs  ## Follow the stack's logs (SERVICE=name for one)
-logs:
+logs: compose-engine
 ifeq ($(STACK),compose)
 	$(COMPOSE) logs -f --tail=100 $(SERVICE)
 else
 	$(NATIVE) logs $(SERVICE)
 endif
 
-.PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
-scale:
+# Prometheus has no HTTP lifecycle endpoint (not even with the monitoring password): SIGHUP.
+# Natively the runner renders prometheus.yml again first.
+.PHONY: reload  ## Make Prometheus re-read services/prometheus (its config and rules)
+reload: compose-engine
 ifeq ($(STACK),compose)
-	$(COMPOSE) up -d --no-recreate --wait --scale api=$(N)
+	$(COMPOSE) kill -s SIGHUP prometheus
+else
+	$(NATIVE) reload
+endif
+
+.PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
+scale: compose-engine
+ifeq ($(STACK),compose)
+	$(COMPOSE) up -d --no-recreate --no-deps --wait --wait-timeout $(UP_TIMEOUT) --scale api=$(N) api
 	# nginx resolves `api` to every replica's address when it loads its config.
 	$(COMPOSE) exec nginx nginx -s reload
 else
@@ -84,7 +140,7 @@ else
 endif
 
 .PHONY: clean  ## Stop the stack and delete its data (database, metrics, logs)
-clean:
+clean: compose-engine
 ifeq ($(STACK),compose)
 	$(COMPOSE) down --volumes --remove-orphans
 else
@@ -157,7 +213,7 @@ LOADTEST_COMPOSE := env $(LOADTEST_ENV) LOADTEST_WORKERS=$(LOADTEST_COMPOSE_WORK
 LOADTEST_COMPOSE_UP := up --build --no-deps --scale locust-worker=$(LOADTEST_COMPOSE_WORKERS)
 
 .PHONY: loadtest  ## Load-test the running stack, judge it by loadtest/thresholds.toml, write a report
-loadtest:
+loadtest: compose-engine
 ifeq ($(STACK),compose)
 	mkdir -p loadtest/reports
 	$(LOADTEST_COMPOSE) $(LOADTEST_COMPOSE_UP) --exit-code-from locust-master locust-master locust-worker
@@ -167,7 +223,7 @@ else
 endif
 
 .PHONY: loadtest-ui  ## Locust's web UI on http://127.0.0.1:8089 against the running stack
-loadtest-ui:
+loadtest-ui: compose-engine
 ifeq ($(STACK),compose)
 	mkdir -p loadtest/reports
 	LOADTEST_MODE=ui $(LOADTEST_COMPOSE) $(LOADTEST_COMPOSE_UP) locust-master locust-worker
@@ -175,3 +231,14 @@ else
 	$(MAKE) install
 	env $(LOADTEST_ENV) $(RUN) python -m loadtest ui
 endif
+
+# Backups of the database (stack/backup): BACKUP_DIR (default backups/, git-ignored) and
+# BACKUP_KEEP (default 14) from .env or the command line. STACK says which stack to talk to.
+.PHONY: backup  ## Back the database up: backups/app-<UTC time>.dump with a .sha256 beside it
+backup: install
+	STACK=$(STACK) $(RUN) python -m stack.backup create
+
+.PHONY: restore  ## Restore FILE=backups/app-….dump: checked first, writers stopped, cache cleared
+restore: install
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/app-<time>.dump"; exit 2; }
+	STACK=$(STACK) $(RUN) python -m stack.backup restore "$(FILE)"

@@ -1,6 +1,6 @@
 """Locust at a fixed request rate, with latencies free of coordinated omission.
 
-Run by bench/run.py, one path at a time (no Debian package ships wrk2):
+Run by bench/locust_driver.py, one path at a time (no Debian package ships wrk2):
 
     BENCH_RATE=2000 BENCH_USERS=100 BENCH_PATH=/items/1 BENCH_OUT=out.json \
         locust -f bench/fixed_rate.py --headless -u 100 -r 100 -t 15s --host http://127.0.0.1:8080

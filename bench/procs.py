@@ -62,6 +62,11 @@ def cpu_seconds(pids: Iterable[int], *, reaped: bool = True) -> float:
     return ticks / CLOCK_TICKS
 
 
+def per_request_us(seconds: float, requests: int) -> float:
+    """CPU seconds spent over `requests` requests, in µs per request."""
+    return seconds / max(requests, 1) * 1e6
+
+
 def rss_bytes(pid: int) -> int:
     fields = _stat(pid)
     return int(fields[21]) * PAGE_SIZE if fields is not None else 0

@@ -14,11 +14,12 @@ import re
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from stack.monitoring_auth import BasicAuth
 from stack.paths import REPO_ROOT, data_root
 from stack.topology import Topology
 
@@ -149,7 +150,10 @@ class Settings:
     nginx_http_conf: Path | None
     stack: str
     grafana_url: str
-    grafana_auth: tuple[str, str] | None  # ("Bearer", token) or ("Basic", "user:password")
+    # ("Bearer", token) or ("Basic", "user:password"); out of the repr, as a secret.
+    grafana_auth: tuple[str, str] | None = field(repr=False)
+    # Prometheus's and the Pushgateway's (MONITORING_PASSWORD); its repr hides the password.
+    monitoring_auth: BasicAuth | None
 
     @property
     def duration_s(self) -> int:
@@ -271,4 +275,5 @@ def resolve(cli: Mapping[str, str | None], environ: Mapping[str, str] | None = N
         stack=raw["stack"],
         grafana_url=(merged_env.get("GRAFANA_URL") or "").rstrip("/"),
         grafana_auth=_grafana_auth(merged_env),
+        monitoring_auth=BasicAuth.from_env(merged_env),
     )

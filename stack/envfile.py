@@ -4,11 +4,14 @@ Running it again only fills secrets that are still empty, so it is harmless to r
 rotates a password that a data folder already depends on.
 """
 
+import os
 import secrets
 import sys
 from pathlib import Path
 
-SECRET_KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRET_KEYS = (
+    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MONITORING_PASSWORD",
+)  # fmt: skip
 
 
 def _parse(text: str) -> dict[str, str]:
@@ -43,6 +46,15 @@ def ensure_env(root: Path, target: Path | None = None) -> dict[str, str]:
         target.write_text(text)
         target.chmod(0o600)
     return _parse(text)
+
+
+def stack_env(root: Path) -> dict[str, str]:
+    """The stack's settings: `.env` (created or completed first), then the environment on top.
+
+    STACK_ENV_FILE names another file, so tests can run a stack without touching the checkout's.
+    """
+    env_file = Path(os.environ.get("STACK_ENV_FILE", root / ".env"))
+    return {**ensure_env(root, env_file), **{k: v for k, v in os.environ.items() if k.isupper()}}
 
 
 if __name__ == "__main__":

@@ -19,20 +19,23 @@ from typing import Any, Self
 
 import httpx
 
+from stack.monitoring_auth import SETTING, USER
 from stack.paths import REPO_ROOT
-from stack.procs import free_block, free_port, port_open
+from stack.procs import free_block, free_ports, port_open
+from stack.servers import postgres_bindir
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.
-_FOREIGN = ("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_")
+_FOREIGN = ("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_", "MONITORING_")
 
 
 def ephemeral_env(data_dir: Path, replicas: int, **settings: str) -> dict[str, str]:
     """The environment for `python -m stack.native` to run a stack of its own in data_dir."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(_FOREIGN)}
-    env |= {var: str(free_port()) for var, _ in PORTS.values()}
+    ports = free_ports(len(PORTS))
+    env |= {var: str(port) for (var, _), port in zip(PORTS.values(), ports, strict=True)}
     env |= {
-        API_BASE_PORT[0]: str(free_block(replicas)),
+        API_BASE_PORT[0]: str(free_block(replicas, avoid=frozenset(ports))),
         "API_REPLICAS": str(replicas),
         "STACK_DATA_DIR": str(data_dir),
         "STACK_ENV_FILE": str(data_dir / ".env"),
@@ -65,6 +68,18 @@ class EphemeralStack:
             check=False,
         )
 
+    def make(self, target: str) -> subprocess.CompletedProcess[str]:
+        """A `make` target run against this stack, as a user runs it (STACK=native)."""
+        return subprocess.run(
+            ["make", target],
+            cwd=REPO_ROOT,
+            env={**self.env, "STACK": "native"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
     def supervisorctl(self, *args: str) -> str:
         conf = self.data_dir / "stack" / "run" / "supervisord.conf"
         result = subprocess.run(
@@ -90,6 +105,24 @@ class EphemeralStack:
                 return value
         raise KeyError(key)
 
+    def sql(self, query: str) -> list[list[str]]:
+        """Rows of a query run with psql as the application's role (fields as text)."""
+        result = subprocess.run(
+            [
+                str(postgres_bindir() / "psql"), "--no-psqlrc", "--tuples-only", "--no-align",
+                "--field-separator=\t", f"--host={self.topology.host}",
+                f"--port={self.topology.ports['postgres']}",
+                f"--username={self.secret('POSTGRES_USER')}",
+                f"--dbname={self.secret('POSTGRES_DB')}", "--command", query,
+            ],
+            env={"PGPASSWORD": self.secret("POSTGRES_PASSWORD"), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )  # fmt: skip
+        return [line.split("\t") for line in result.stdout.splitlines() if line]
+
     @property
     def nginx(self) -> str:
         return self.topology.url("nginx")
@@ -101,10 +134,22 @@ class EphemeralStack:
     def replica_url(self, replica: int) -> str:
         return f"http://{self.topology.api_addresses[replica - 1]}"
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=10
+    @property
+    def monitoring_auth(self) -> httpx.BasicAuth:
+        """The credential Prometheus, Alertmanager and the Pushgateway require."""
+        return httpx.BasicAuth(USER, self.secret(SETTING))
+
+    def monitoring(self, service: str) -> httpx.Client:
+        """A client for "prometheus", "alertmanager" or "pushgateway", with the credential: every
+        test's call to the monitoring plane goes through here."""
+        return httpx.Client(
+            base_url=self.topology.url(service), auth=self.monitoring_auth, timeout=10
         )
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql} | ({} if at is None else {"time": f"{at:.3f}"})
+        with self.monitoring("prometheus") as prometheus:
+            response = prometheus.get("/api/v1/query", params=params)
         response.raise_for_status()
         result: list[dict[str, Any]] = response.json()["data"]["result"]
         return result
@@ -122,9 +167,19 @@ class EphemeralStack:
         raise AssertionError(f"{promql} never satisfied the check; last result: {result}")
 
     def alerts(self) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.prometheus}/api/v1/alerts", timeout=10)
+        """Prometheus's alerts, pending and firing."""
+        with self.monitoring("prometheus") as prometheus:
+            response = prometheus.get("/api/v1/alerts")
         response.raise_for_status()
         alerts: list[dict[str, Any]] = response.json()["data"]["alerts"]
+        return alerts
+
+    def alertmanager_alerts(self, name: str) -> list[dict[str, Any]]:
+        """Alertmanager's alerts named `name`, active, silenced and inhibited."""
+        with self.monitoring("alertmanager") as alertmanager:
+            response = alertmanager.get("/api/v2/alerts", params={"filter": f'alertname="{name}"'})
+        response.raise_for_status()
+        alerts: list[dict[str, Any]] = response.json()
         return alerts
 
     def served_by(self, request_ids: set[str]) -> set[str]:
@@ -192,15 +247,9 @@ def throwaway_stack(prefix: str, replicas: int, **settings: str) -> Iterator[Eph
             assert started.returncode == 0, started.stdout + started.stderr
             yield stack
         finally:
-            stopped = subprocess.run(
-                ["make", "down"],
-                cwd=REPO_ROOT,
-                env={**stack.env, "STACK": "native"},
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-            )
+            stopped = stack.make("down")
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            assert stack.leftovers() == []
-            assert stack.listening_ports() == []
+            left = stack.leftovers()
+            assert left == [], f"processes of the stack left after make down: {left}"
+            listening = stack.listening_ports()
+            assert listening == [], f"ports of the stack still listening: {listening}"

@@ -17,6 +17,11 @@ def cpu_model() -> str:
     return ""
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15-minute load averages: how busy the machine was with other work."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -25,5 +30,5 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-        "load_average": [round(value, 2) for value in os.getloadavg()],
+        "load_average": load_average(),
     }

@@ -23,11 +23,22 @@ def free_port() -> int:
         return port
 
 
-def free_block(size: int) -> int:
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports: all bound at once, so no two calls hand out the same one."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((LOOPBACK, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def free_block(size: int, avoid: frozenset[int] = frozenset()) -> int:
     """A base port whose next `size` ports are all free (replica i listens on base + i)."""
     for _ in range(50):
         base = free_port()
-        if base + size > 65535:
+        if base + size > 65535 or avoid & set(range(base, base + size + 1)):
             continue
         try:
             for offset in range(1, size + 1):

@@ -27,6 +27,8 @@ PORTS: dict[str, tuple[str, int]] = {
     "redis-exporter": ("NATIVE_REDIS_EXPORTER_PORT", 9121),
     "postgres-exporter": ("NATIVE_POSTGRES_EXPORTER_PORT", 9187),
     "node-exporter": ("NATIVE_NODE_EXPORTER_PORT", 9100),
+    # Probes the API through nginx's public port for the edge availability SLI.
+    "blackbox-exporter": ("NATIVE_BLACKBOX_EXPORTER_PORT", 9115),
     # Holds what a load test's Locust pushes (loadtest/), so Prometheus scrapes a target that is
     # always up rather than one that exists only while a test runs.
     "pushgateway": ("NATIVE_PUSHGATEWAY_PORT", 9091),
@@ -35,9 +37,11 @@ PORTS: dict[str, tuple[str, int]] = {
 API_BASE_PORT = ("NATIVE_API_BASE_PORT", 8000)
 
 # Every Compose service and whether the native stack runs it (Grafana has no Debian package).
+# The one-shots (migrate, monitoring-auth) are steps of `stack up` natively, not programs.
 SERVICES = (
     "nginx", "api", "migrate", "postgres", "redis", "prometheus", "alertmanager", "grafana",
-    "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter", "pushgateway",
+    "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter", "blackbox-exporter",
+    "pushgateway", "monitoring-auth",
     "locust-master", "locust-worker",
 )  # fmt: skip
 NOT_NATIVE = frozenset({"grafana"})

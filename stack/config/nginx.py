@@ -37,6 +37,12 @@ _PATH = re.compile(r"^[^\s;'\"{}$\\]+$")
 _DURATION = re.compile(r"^[1-9][0-9]*(?:ms|s|m)?$")
 
 
+def _count(value: int, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
+    return value
+
+
 def _port(value: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValueError(f"{name} must be a TCP port (1-65535), got {value!r}")
@@ -55,6 +61,7 @@ def render_nginx(
     rate: str = "50r/s",
     max_fails: int = 3,
     fail_timeout: str = "10s",
+    conn_limit: int = 100,
 ) -> Path:
     """Write conf_dir/nginx.conf (a copy) and conf_dir/conf.d/*.conf; return the nginx.conf path.
 
@@ -63,6 +70,7 @@ def render_nginx(
         nginx_command) or /dev/stdout for a supervisor that captures stdout. Its directory must
         exist: nginx creates the file, not the directories above it.
     rate: the per-client-IP limit_req rate ("50r/s"); the burst (100) is fixed in nginx.conf.
+    conn_limit: requests in progress per client IP (limit_conn), Compose's value by default.
     """
     hosts = list(upstreams)
     if not hosts:
@@ -82,8 +90,8 @@ def render_nginx(
         raise ValueError(f"access_log must be a plain path, got {access_log!r}")
     if not _RATE.match(rate):
         raise ValueError(f"rate must look like 50r/s or 600r/m, got {rate!r}")
-    if isinstance(max_fails, bool) or not isinstance(max_fails, int) or max_fails < 0:
-        raise ValueError(f"max_fails must be a non-negative int, got {max_fails!r}")
+    _count(max_fails, "max_fails", 0)
+    _count(conn_limit, "conn_limit", 1)
     if not _DURATION.match(fail_timeout):
         raise ValueError(f"fail_timeout must be an nginx duration like 10s, got {fail_timeout!r}")
 
@@ -102,6 +110,8 @@ def render_nginx(
         "http.conf": (
             f"access_log {access_log} json_log buffer=4k flush=1s;\n"
             f"limit_req_zone $binary_remote_addr zone=per_ip:10m rate={rate};\n"
+            "limit_conn_zone $binary_remote_addr zone=per_ip_conn:10m;\n"
+            f"limit_conn per_ip_conn {conn_limit};\n"
         ),
         "upstream.conf": server_lines,
         "listen.conf": f"listen {listen_host}:{public_port} default_server;\n",

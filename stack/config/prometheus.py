@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -22,6 +23,19 @@ def _native_target(target: str, topology: Topology) -> list[str]:
     raise ValueError(f"prometheus.yml names {target!r}, which the native topology does not know")
 
 
+def _native_probe_url(url: str, topology: Topology) -> str:
+    """A probed URL (the blackbox job's targets) with its Compose host:port made native."""
+    parts = urlsplit(url)
+    [address] = _native_target(parts.netloc, topology)
+    return urlunsplit(parts._replace(netloc=address))
+
+
+def _native_targets(target: str, topology: Topology) -> list[str]:
+    if "://" in target:
+        return [_native_probe_url(target, topology)]
+    return _native_target(target, topology)
+
+
 def seconds(duration: str) -> float:
     """A Prometheus duration ("15s", "500ms", "1m") in seconds."""
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
@@ -35,8 +49,23 @@ def _shorter(a: str, b: str) -> str:
     return a if seconds(a) <= seconds(b) else b
 
 
-def render_prometheus(topology: Topology, target: Path) -> Path:
-    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting."""
+# Where Compose's prometheus.yml reads the monitoring password (the prometheus_auth volume).
+COMPOSE_AUTH_PATH = "/etc/prometheus-auth/password"
+
+
+def _native_auth(section: dict[str, Any], password_file: Path) -> None:
+    """Point a basic_auth block at the native password file (a copy: YAML aliases share one)."""
+    auth = section.get("basic_auth")
+    if auth is None:
+        return
+    if auth.get("password_file") != COMPOSE_AUTH_PATH:
+        raise ValueError(f"prometheus.yml sends basic auth other than the monitoring one: {auth}")
+    section["basic_auth"] = {**auth, "password_file": str(password_file)}
+
+
+def render_prometheus(topology: Topology, target: Path, password_file: Path) -> Path:
+    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting;
+    the monitoring credential read from `password_file`."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config.setdefault("global", {})["scrape_interval"] = topology.scrape_interval
     config["global"]["evaluation_interval"] = topology.scrape_interval
@@ -49,14 +78,20 @@ def render_prometheus(topology: Topology, target: Path) -> Path:
         targets: list[str] = []
         for static in job.pop("static_configs", []):
             for address in static["targets"]:
-                targets += _native_target(address, topology)
+                targets += _native_targets(address, topology)
         for dns in job.pop("dns_sd_configs", []):
             # Compose finds replicas through DNS; natively they are a rendered list.
             targets += _native_target(f"{dns['names'][0]}:{dns['port']}", topology)
         job["static_configs"] = [{"targets": targets}]
+        _native_auth(job, password_file)
+        # A job that scrapes through a prober (blackbox) names the prober's address here.
+        for relabel in job.get("relabel_configs", []):
+            if relabel.get("target_label") == "__address__" and "replacement" in relabel:
+                [relabel["replacement"]] = _native_target(relabel["replacement"], topology)
     for alerting in config.get("alerting", {}).get("alertmanagers", []):
         for static in alerting.get("static_configs", []):
             static["targets"] = [topology.address("alertmanager")]
+        _native_auth(alerting, password_file)
     target.write_text(
         "# Rendered by stack/config/prometheus.py from services/prometheus/prometheus.yml.\n"
         + yaml.safe_dump(config, sort_keys=False)

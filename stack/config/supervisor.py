@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stack.config.nginx import nginx_command
 from stack.native.dirs import StackDirs
-from stack.paths import ALERTMANAGER_DIR, API_DIR, REDIS_CONFIG
+from stack.paths import ALERTMANAGER_DIR, API_DIR, BLACKBOX_CONFIG, REDIS_CONFIG
 from stack.servers import postgres_bindir
 from stack.topology import Topology
 
@@ -28,6 +28,10 @@ API_SETTINGS = frozenset({
 })  # fmt: skip
 
 
+# Files the stack creates are not readable by other local users: logs 0640, directories 0750.
+LOG_UMASK = 0o027
+
+
 @dataclass(frozen=True)
 class Program:
     name: str
@@ -38,6 +42,9 @@ class Program:
     stopsignal: str = "TERM"
     stopwaitsecs: int = 10
     startsecs: int = 1
+    # stderr to <name>.error.log instead of into <name>.log, for a program whose stdout is a
+    # machine-readable stream of its own (nginx's JSON access log).
+    separate_stderr: bool = False
 
     def section(self, logs: Path) -> str:
         lines = [
@@ -52,11 +59,19 @@ class Program:
             # Signals reach the whole process group, so no child outlives `make down`.
             "stopasgroup=true",
             "killasgroup=true",
-            "redirect_stderr=true",
             f"stdout_logfile={logs / self.name}.log",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=2",
         ]
+        if self.separate_stderr:
+            lines += [
+                "redirect_stderr=false",
+                f"stderr_logfile={logs / self.name}.error.log",
+                "stderr_logfile_maxbytes=20MB",
+                "stderr_logfile_backups=2",
+            ]
+        else:
+            lines.append("redirect_stderr=true")
         if self.directory is not None:
             lines.append(f"directory={self.directory}")
         if self.user is not None:
@@ -180,10 +195,18 @@ def _exporters(topology: Topology, env: Mapping[str, str]) -> list[Program]:
             "node-exporter",
             ["prometheus-node-exporter", f"--web.listen-address={listen('node-exporter')}"],
         ),
+        Program(
+            "blackbox-exporter",
+            [
+                "prometheus-blackbox-exporter",
+                f"--config.file={BLACKBOX_CONFIG}",
+                f"--web.listen-address={listen('blackbox-exporter')}",
+            ],
+        ),
     ]
 
 
-def _monitoring(topology: Topology, dirs: StackDirs) -> list[Program]:
+def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> list[Program]:
     return [
         Program(
             "pushgateway",
@@ -193,6 +216,7 @@ def _monitoring(topology: Topology, dirs: StackDirs) -> list[Program]:
                 # Pushed groups live for one load test (it deletes its group at the end); Debian's
                 # default would persist them under /var/lib/prometheus, outside the stack's data.
                 "--persistence.file=",
+                f"--web.config.file={dirs.web_config}",
             ],
         ),
         Program(
@@ -201,21 +225,35 @@ def _monitoring(topology: Topology, dirs: StackDirs) -> list[Program]:
                 "prometheus",
                 f"--config.file={dirs.run / 'prometheus.yml'}",
                 f"--storage.tsdb.path={dirs.prometheus}",
-                "--storage.tsdb.retention.time=15d",
+                # At least the SLOs' 30-day window, and a size cap that alerts before it bites
+                # (StackPrometheusStorageNearRetentionSize).
+                f"--storage.tsdb.retention.time={env.get('PROMETHEUS_RETENTION', '31d')}",
+                f"--storage.tsdb.retention.size={env.get('PROMETHEUS_RETENTION_SIZE', '10GB')}",
                 f"--web.listen-address={topology.address('prometheus')}",
-                "--web.enable-lifecycle",
+                # Basic auth on every endpoint. No --web.enable-lifecycle: nobody stops or
+                # reloads Prometheus over HTTP, not even with the password (`make reload` sends
+                # SIGHUP).
+                f"--web.config.file={dirs.web_config}",
             ],
         ),
         Program(
             "alertmanager",
             [
+                # The same entrypoint as Compose's: it renders the config with the receiver URL
+                # from the environment into the run folder, then execs Alertmanager.
+                "sh",
+                str(ALERTMANAGER_DIR / "entrypoint.sh"),
+                str(dirs.run / "alertmanager.yml"),
                 "prometheus-alertmanager",
-                f"--config.file={ALERTMANAGER_DIR / 'alertmanager.yml'}",
                 f"--storage.path={dirs.alertmanager}",
                 f"--web.listen-address={topology.address('alertmanager')}",
                 # A single instance: no gossip port to collide with anything.
                 "--cluster.listen-address=",
+                f"--web.config.file={dirs.web_config}",
             ],
+            environment={
+                name: env[name] for name in ("ALERTMANAGER_CRITICAL_WEBHOOK_URL",) if name in env
+            },
         ),
     ]
 
@@ -224,13 +262,19 @@ def programs(
     topology: Topology, env: Mapping[str, str], dirs: StackDirs, *, as_root: bool
 ) -> list[Program]:
     grace = int(env.get("SHUTDOWN_GRACE_SECONDS", "20"))
-    nginx = Program("nginx", nginx_command(dirs.nginx), stopsignal="QUIT", stopwaitsecs=grace + 5)
+    nginx = Program(
+        "nginx",
+        nginx_command(dirs.nginx),
+        stopsignal="QUIT",
+        stopwaitsecs=grace + 5,
+        separate_stderr=True,
+    )
     return [
         *_datastores(topology, env, dirs, as_root=as_root),
         *_replicas(topology, env),
         nginx,
         *_exporters(topology, env),
-        *_monitoring(topology, dirs),
+        *_monitoring(topology, env, dirs),
     ]
 
 
@@ -250,6 +294,9 @@ pidfile={dirs.run / "supervisord.pid"}
 childlogdir={dirs.logs}
 nodaemon=false
 minfds=8192
+; Logs are 0640 (request paths, errors that quote request lines): supervisord creates the
+; programs' log files, and every program inherits this umask.
+umask={LOG_UMASK:03o}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface

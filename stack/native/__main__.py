@@ -1,5 +1,5 @@
-"""`python -m stack.native up|down|ps|logs|clean|render`: the native stack, run by `make` when no
-Docker engine answers (or with STACK=native)."""
+"""`python -m stack.native up|down|ps|logs|clean|render|reload`: the native stack, run by `make`
+when no Docker engine answers (or with STACK=native)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
-from stack.envfile import ensure_env
+from stack.envfile import stack_env
+from stack.monitoring_auth import USER, MonitoringAuthError
 from stack.native.render import render_all
 from stack.native.runner import (
     StackError,
@@ -32,6 +32,7 @@ def print_urls(topology: Topology) -> None:
         f"  API through nginx   {topology.url('nginx')}   (docs: {topology.url('nginx')}/docs)\n"
         f"  Prometheus          {prometheus}/classic/targets\n"
         f"  Alertmanager        {topology.url('alertmanager')}\n"
+        f"  (both: user {USER}, password MONITORING_PASSWORD in .env)\n"
         f"  Data and logs       {stack_dirs().root}\n",
         flush=True,
     )
@@ -39,15 +40,11 @@ def print_urls(topology: Topology) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stack.native", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "ps", "logs", "clean", "render"])
+    commands = ["up", "down", "ps", "logs", "clean", "render", "reload"]
+    parser.add_argument("command", choices=commands)
     parser.add_argument("services", nargs="*", help="for logs: only these programs")
     args = parser.parse_args(argv)
-    # STACK_ENV_FILE lets tests run a stack without touching the checkout's .env.
-    env_file = Path(os.environ.get("STACK_ENV_FILE", REPO_ROOT / ".env"))
-    env = {
-        **ensure_env(REPO_ROOT, env_file),
-        **{k: v for k, v in os.environ.items() if k.isupper()},
-    }
+    env = stack_env(REPO_ROOT)
     topology = Topology.from_env(env)
     dirs = stack_dirs()
     try:
@@ -59,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"healthy in {time.monotonic() - start:.1f}s")
         elif args.command == "render":
             render_all(topology, env, dirs, as_root=os.geteuid() == 0)
+        elif args.command == "reload":
+            # Prometheus has no HTTP lifecycle endpoint: SIGHUP re-reads the freshly rendered
+            # prometheus.yml and the rules.
+            render_all(topology, env, dirs, as_root=os.geteuid() == 0)
+            print(supervisorctl(dirs, "signal", "HUP", "prometheus"), end="")
         elif args.command == "down":
             down(dirs)
         elif args.command == "ps":
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             down(dirs)
             shutil.rmtree(dirs.root, ignore_errors=True)
             print(f"removed {dirs.root}")
-    except StackError as exc:
+    except (StackError, MonitoringAuthError) as exc:
         print(f"native stack: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -6,9 +6,20 @@ from collections.abc import Mapping
 
 from stack.config.nginx import render_nginx
 from stack.config.prometheus import render_prometheus
-from stack.config.supervisor import render_supervisor
+from stack.config.supervisor import LOG_UMASK, render_supervisor
+from stack.monitoring_auth import render_files
 from stack.native.dirs import StackDirs
 from stack.topology import Topology
+
+
+def _private_logs(dirs: StackDirs) -> None:
+    """Logs hold request paths and error lines that quote requests: no other local user reads
+    them. New files get 0640 from supervisord's umask; this covers the folder and the files an
+    older run left with wider modes."""
+    dirs.logs.chmod(0o777 & ~LOG_UMASK)
+    for log in dirs.logs.iterdir():
+        if log.is_file():
+            log.chmod(log.stat().st_mode & 0o777 & ~LOG_UMASK)
 
 
 def render_all(
@@ -16,6 +27,7 @@ def render_all(
 ) -> None:
     for folder in (dirs.run, dirs.logs, dirs.prometheus, dirs.alertmanager):
         folder.mkdir(parents=True, exist_ok=True)
+    _private_logs(dirs)
     render_nginx(
         dirs.nginx,
         topology.api_addresses,
@@ -26,5 +38,7 @@ def render_all(
         access_log="/dev/stdout",
         rate=env.get("NGINX_RATE_LIMIT", "1000r/s"),
     )
-    render_prometheus(topology, dirs.run / "prometheus.yml")
+    # What Compose's one-shot monitoring-auth service renders, by the same script.
+    render_files(env, dirs.web_config, dirs.monitoring_password)
+    render_prometheus(topology, dirs.run / "prometheus.yml", dirs.monitoring_password)
     render_supervisor(topology, env, dirs, as_root=as_root)

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
+from stack.config.supervisor import LOG_UMASK
+from stack.monitoring_auth import BasicAuth
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
 from stack.paths import API_DIR, data_root
@@ -32,6 +34,7 @@ DEBIAN_PACKAGES = {
     "prometheus-redis-exporter": "prometheus-redis-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "prometheus-pushgateway": "prometheus-pushgateway",
+    "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
 }
 HEALTH_TIMEOUT_SECONDS = 120.0
 
@@ -108,12 +111,18 @@ def _wait(what: str, check: Callable[[], bool], dirs: StackDirs, log: str | None
     raise StackError(f"{what} not healthy after {HEALTH_TIMEOUT_SECONDS:.0f}s\n{tail}")
 
 
-def _http_ok(url: str) -> Callable[[], bool]:
+def _http_ok(url: str, headers: Mapping[str, str] | None = None) -> Callable[[], bool]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback
+
     def check() -> bool:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
             return bool(response.status == 200)
 
     return check
+
+
+def _ready(topology: Topology, service: str, auth: Mapping[str, str]) -> Callable[[], bool]:
+    return _http_ok(f"{topology.url(service)}/-/ready", auth)
 
 
 def _port_open(port: int) -> Callable[[], bool]:
@@ -130,7 +139,7 @@ def _postgres(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> Po
     )
 
 
-def _migrate(topology: Topology, env: Mapping[str, str]) -> None:
+def migrate(topology: Topology, env: Mapping[str, str]) -> None:
     """The one-shot `migrate` service: replicas start only after it succeeds."""
     run_env = {
         **os.environ,
@@ -157,6 +166,8 @@ def _migrate(topology: Topology, env: Mapping[str, str]) -> None:
 
 def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     as_root = os.geteuid() == 0
+    credential = BasicAuth.from_env(env)
+    auth = credential.header if credential else {}
     dirs.root.mkdir(parents=True, exist_ok=True)
     render_all(topology, env, dirs, as_root=as_root)
     postgres = _postgres(topology, env, dirs)
@@ -173,6 +184,8 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(dirs.supervisor_conf)],
             check=True,
             timeout=30,
+            # Its own log is opened before the config's umask applies (when it daemonizes).
+            umask=LOG_UMASK,
         )
         _wait("supervisord", (dirs.run / "supervisor.sock").exists, dirs, "supervisord")
     else:
@@ -195,25 +208,51 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     if fresh:
         postgres.create_database()
     _wait("redis", _port_open(topology.ports["redis"]), dirs, "redis")
-    _migrate(topology, env)
+    migrate(topology, env)
 
-    supervisorctl(dirs, "start", "api:*")
-    for replica, port in enumerate(topology.api_ports, start=1):
-        _wait(
-            f"api-{replica}", _http_ok(f"http://{topology.host}:{port}/health/ready"), dirs,
-            f"api-{replica}",
-        )  # fmt: skip
+    start_replicas(topology, dirs)
     supervisorctl(dirs, "start", "nginx")
     _wait("nginx", _http_ok(f"{topology.url('nginx-internal')}/healthz"), dirs, "nginx")
-    exporters = ("nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter")
+    exporters = (
+        "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter",
+        "blackbox-exporter",
+    )  # fmt: skip
     supervisorctl(dirs, "start", *exporters, "alertmanager")
     for name in exporters:
         _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)
-    _wait("alertmanager", _http_ok(f"{topology.url('alertmanager')}/-/ready"), dirs, "alertmanager")
+    # These three answer only with the monitoring credential, /-/ready included.
+    _wait("alertmanager", _ready(topology, "alertmanager", auth), dirs, "alertmanager")
     supervisorctl(dirs, "start", "pushgateway")
-    _wait("pushgateway", _http_ok(f"{topology.url('pushgateway')}/-/ready"), dirs, "pushgateway")
+    _wait("pushgateway", _ready(topology, "pushgateway", auth), dirs, "pushgateway")
     supervisorctl(dirs, "start", "prometheus")
-    _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
+    _wait("prometheus", _ready(topology, "prometheus", auth), dirs, "prometheus")
+
+
+def start_replicas(topology: Topology, dirs: StackDirs) -> None:
+    """Start every API replica and wait until each is ready (it reaches PostgreSQL)."""
+    supervisorctl(dirs, "start", "api:*")
+    for replica, port in enumerate(topology.api_ports, start=1):
+        url = f"http://{topology.host}:{port}/health/ready"
+        _wait(f"api-{replica}", _http_ok(url), dirs, f"api-{replica}")
+
+
+def wait_for_entry(topology: Topology, dirs: StackDirs, in_a_row: int = 10) -> None:
+    """Until nginx answers through every replica again, `in_a_row` GETs in a row.
+
+    After its replicas were all stopped nginx keeps each out of its pool for fail_timeout (10 s)
+    even once it is back, answering 502 meanwhile: a restore is not over until that has passed.
+    """
+    url = f"{topology.url('nginx')}/health/live"
+
+    def serving() -> bool:
+        return all(_http_ok(url)() for _ in range(in_a_row))
+
+    _wait("nginx's pool", serving, dirs, "nginx")
+
+
+def stop_replicas(dirs: StackDirs) -> None:
+    """Stop every API replica, each after its drain (SIGTERM, as a deploy does)."""
+    supervisorctl(dirs, "stop", "api:*")
 
 
 def down(dirs: StackDirs) -> None:

@@ -15,7 +15,7 @@ FIXTURE_MARKS = {
     "live_stack": "stack",
     "chaos_stack": "stack",
     "compose_stack": "engine",
-    "engine": "engine",
+    "docker_engine": "engine",
 }
 
 

@@ -4,8 +4,10 @@
 import math
 from typing import Any
 
+from bench.measure import Row
 from bench.profile import profile_summary
-from bench.run import Row, WrkResult, markdown, parse_wrk, targets
+from bench.report import markdown, targets
+from bench.wrk import WrkResult, parse_wrk
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8080/items/1
   1 threads and 64 connections
@@ -56,7 +58,7 @@ def test_targets_compare_ratios_and_latencies_with_their_limits() -> None:
         "shared_saturation": {"cached": {"capacity": 3500, "run": _fixed(2450, 2440, 8.0)}},
         "rss_mb": {"api-1": 91.5},
     }
-    found = {t["target"]: t for t in targets({"cached": cached, "uncached": uncached}, extra, [])}
+    found = {t["target"]: t for t in targets({"cached": cached, "uncached": uncached}, extra)}
     assert found["cached GET CPU/request ÷ hello"]["met"] is False
     assert math.isclose(found["cached GET CPU/request ÷ hello"]["value"], 2.5)
     assert found["uncached GET CPU/request ÷ hello"]["met"] is True
@@ -73,10 +75,20 @@ def test_targets_compare_ratios_and_latencies_with_their_limits() -> None:
 def test_the_median_of_the_ratio_pairs_is_the_verdict() -> None:
     cached = _row("cached", "GET /items/{id}, cached", 10_000, 3.0, 120.0)  # 2.5×
     cached.more_ratios = [2.0, 1.9]
-    (verdict,) = targets({"cached": cached}, {}, [])
+    (verdict,) = targets({"cached": cached}, {})
     assert (verdict["value"], verdict["met"]) == (2.0, True)
-    text = markdown(_report(targets({"cached": cached}, {}, []), {}), [cached])
+    text = markdown(_report(targets({"cached": cached}, {}), {}), [cached])
     assert "| 300.0 | 2.00 (1.90–2.50) |" in text
+
+
+def test_a_row_that_served_nothing_gets_no_verdict() -> None:
+    # No request served: no CPU per request, so neither met nor missed.
+    cached = _row("cached", "GET /items/{id}, cached", 0, 3.0, 120.0)
+    (verdict,) = targets({"cached": cached}, {})
+    assert math.isnan(verdict["value"])
+    assert verdict["met"] is None
+    text = markdown(_report([verdict], {}), [cached])
+    assert "| cached GET CPU/request ÷ hello | ≤ 2 × | nan × | — |" in text
 
 
 def _report(found: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +108,7 @@ def test_markdown_carries_every_row_and_verdict() -> None:
         "shared_saturation": {"cached": {"capacity": 3500, "run": _fixed(2450, 2440, 8.0)}},
         "hello_us_samples": [118.0, 125.0],
     }
-    report = _report(targets({"cached": cached}, extra, [cached]), extra)
+    report = _report(targets({"cached": cached}, extra), extra)
     text = markdown(report, [cached])
     assert "| GET /items/{id}, cached | 1,000 |" in text
     assert "| GET /items/{id}, cached | 3,500 | 2,440 |" in text  # the capacity table

@@ -18,7 +18,7 @@ from stack.ephemeral import EphemeralStack, throwaway_stack
 from .results import Results
 
 REPLICAS = 3
-# Git-ignored (see .gitignore); the README's reliability table is copied from results.md.
+# Git-ignored (see .gitignore); docs/reliability.md's table is copied from results.md.
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 if not os.environ.get("CHAOS"):

@@ -284,7 +284,7 @@ def summary(
     recovery: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The numbers the README's reliability table reports for one fault (one or more windows)."""
+    """The numbers docs/reliability.md's table reports for one fault (one or more windows)."""
     window = during(samples, fault)
     errors = [s for s in samples if not s.ok]
     return {

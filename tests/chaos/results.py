@@ -1,4 +1,4 @@
-"""Where the chaos suite's measurements go: JSON and the README's markdown table."""
+"""Where the chaos suite's measurements go: JSON and docs/reliability.md's markdown table."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass
 class Results:
-    """One entry per fault, written as JSON and as the README's markdown table."""
+    """One entry per fault, written as JSON and as docs/reliability.md's markdown table."""
 
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
 

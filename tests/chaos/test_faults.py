@@ -3,8 +3,8 @@
 Each test runs a bounded load through nginx (threads of keep-alive clients, one kind of request
 per thread; see load.py), makes one fault for real while it runs (a signal to one of the stack's
 own processes, or supervisord stopping a program), lifts it, and checks what the clients saw and
-what the stack reported. The numbers go to tests/chaos/results/ and from there to the README's
-reliability table. Tests run in file order on one stack; each starts by waiting until nginx
+what the stack reported. The numbers go to tests/chaos/results/ and from there to the table of
+docs/reliability.md. Tests run in file order on one stack; each starts by waiting until nginx
 routes to every replica again.
 """
 
@@ -441,7 +441,7 @@ def test_redis_hangs(chaos_stack: EphemeralStack, results: Results) -> None:
             extra={
                 "cache_hits_again_after_resume_s": round(hits_again, 2),
                 # Writes while Redis hung could not invalidate; a hung Redis keeps its entries,
-                # so a read may be stale for up to CACHE_TTL_SECONDS (README, Reliability).
+                # so a read may be stale for up to CACHE_TTL_SECONDS (docs/reliability.md).
                 "stale_reads_after_acknowledged_writes": len(load.stale_reads),
                 "acknowledged_writes_checked": kept,
             },

@@ -16,10 +16,12 @@ import httpx
 from stack.config.nginx import nginx_command, render_nginx
 from stack.ephemeral import EphemeralStack
 from stack.grafana.panel_queries import panel_queries
+from stack.native.runner import HEALTH_TIMEOUT_SECONDS
 from stack.procs import free_port, wait_for_port
 
 EXPECTED_JOBS = {
     "api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus", "pushgateway",
+    "blackbox",
 }  # fmt: skip
 
 
@@ -199,4 +201,6 @@ def test_all_replicas_down_is_a_502_problem(live_stack: EphemeralStack) -> None:
     finally:
         live_stack.supervisorctl("start", "api:*")
     for port in live_stack.topology.api_ports:
-        wait_for_port(port, timeout=30)
+        # The runner's own bound: three interpreters importing the app on a loaded 2-core host
+        # took over 40 s once.
+        wait_for_port(port, timeout=HEALTH_TIMEOUT_SECONDS)

@@ -24,6 +24,8 @@ import jsonschema
 import pytest
 import yaml
 
+from stack.config.prometheus import COMPOSE_AUTH_PATH
+from stack.monitoring_auth import RENDER_SCRIPT, USER
 from stack.paths import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -33,6 +35,7 @@ REQUIRED_ENV = {
     "POSTGRES_PASSWORD": "pg-test-only-7f3a",
     "REDIS_PASSWORD": "redis-test-only-91c2",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test-only-5d0e",
+    "MONITORING_PASSWORD": "monitoring-test-only-3b8f",
 }
 SERVICES = {
     "nginx",
@@ -47,10 +50,15 @@ SERVICES = {
     "redis-exporter",
     "postgres-exporter",
     "node-exporter",
+    "blackbox-exporter",
     "pushgateway",
+    "monitoring-auth",
 }
-ONE_SHOT = {"migrate"}
-# Images with nothing inside to run a probe with; each must say so by disabling the check.
+ONE_SHOT = {"migrate", "monitoring-auth"}
+# Needs no network at all: it only hashes a password into files.
+NO_NETWORK = {"monitoring-auth"}
+# Images with nothing inside to run a probe with: no healthcheck at all (`up --wait` then waits for
+# them to run; a disabled check makes it fail).
 NO_PROBE_POSSIBLE = {"nginx-exporter": "nginx/nginx-prometheus-exporter is FROM scratch"}
 SECRET_NAME = re.compile(r"(PASSWORD|PASS|SECRET|TOKEN|_AUTH|_KEY)$")
 REQUIRED_REFERENCE = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:\?[^}]+\}$")
@@ -192,9 +200,14 @@ def test_data_stores_are_private_only_and_unpublished(resolved: dict[str, Any], 
 
 
 def test_network_membership(resolved: dict[str, Any]) -> None:
-    networks = {name: set(s["networks"]) for name, s in resolved["services"].items()}
+    services = resolved["services"]
+    networks = {name: set(s.get("networks", ())) for name, s in services.items()}
     both = {"nginx", "prometheus", "alertmanager", "grafana"}
     for name, joined in networks.items():
+        if name in NO_NETWORK:
+            assert services[name]["network_mode"] == "none", name
+            assert not joined, name
+            continue
         assert joined == ({"public", "private"} if name in both else {"private"}), name
 
 
@@ -234,7 +247,8 @@ def test_every_long_running_service_has_a_healthcheck(resolved: dict[str, Any]) 
     for name, service in long_running.items():
         check = service.get("healthcheck") or {}
         if name in NO_PROBE_POSSIBLE:
-            assert check.get("disable") is True, f"{name}: {NO_PROBE_POSSIBLE[name]}"
+            # `disable: true` would make `docker compose up --wait` fail on this service.
+            assert "healthcheck" not in service, f"{name}: {NO_PROBE_POSSIBLE[name]}"
             continue
         assert not check.get("disable"), name
         assert check.get("test"), f"{name} has no healthcheck"
@@ -298,6 +312,10 @@ def test_secrets_reach_the_services_from_the_env(resolved: dict[str, Any]) -> No
     assert services["redis-exporter"]["environment"]["REDIS_PASSWORD"] == redis_password
     grafana = services["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED_ENV["GRAFANA_ADMIN_PASSWORD"]
+    monitoring_password = REQUIRED_ENV["MONITORING_PASSWORD"]
+    assert grafana["MONITORING_PASSWORD"] == monitoring_password
+    rendering = services["monitoring-auth"]["environment"]
+    assert rendering["MONITORING_PASSWORD"] == monitoring_password
 
 
 def test_redis_is_an_lru_cache_with_a_memory_cap(resolved: dict[str, Any]) -> None:
@@ -386,7 +404,6 @@ def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
     assert prometheus["/etc/prometheus"]["read_only"] is True
     assert prometheus["/prometheus"]["type"] == "volume"
     flags = services["prometheus"]["command"]
-    assert "--web.enable-lifecycle" in flags
     assert any(flag.startswith("--storage.tsdb.retention.time=") for flag in flags)
     assert services["prometheus"]["image"].startswith("prom/prometheus:v2.53.")
 
@@ -407,3 +424,73 @@ def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
     assert services["nginx-exporter"]["command"][0] == (
         "--nginx.scrape-uri=http://nginx:8081/stub_status"
     )
+
+
+# --- the monitoring plane's credential ----------------------------------------------------------
+
+WEB_CONFIG_FLAG = "--web.config.file=/etc/web-config/web.yml"
+AUTHENTICATED = ("prometheus", "alertmanager", "pushgateway")
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["target"]: v for v in service.get("volumes", [])}
+
+
+def test_monitoring_services_refuse_requests_without_the_credential(
+    resolved: dict[str, Any],
+) -> None:
+    services = resolved["services"]
+    render = services["monitoring-auth"]
+    # The web config (bcrypt hash) and Prometheus's password file, rendered at every `up` by the
+    # script the native runner runs; the files land where the services read them.
+    assert render["entrypoint"] == ["/bin/sh", f"/etc/monitoring-auth/{RENDER_SCRIPT.name}"]
+    assert render["command"] == ["/etc/web-config/web.yml", COMPOSE_AUTH_PATH]
+    render_mounts = _mounts(render)
+    assert Path(render_mounts["/etc/monitoring-auth"]["source"]) == RENDER_SCRIPT.parent
+    assert render_mounts["/etc/monitoring-auth"]["read_only"] is True
+    assert render_mounts["/etc/web-config"]["source"] == "monitoring_web_config"
+    assert render_mounts["/etc/prometheus-auth"]["source"] == "prometheus_auth"
+    assert render["cap_drop"] == ["ALL"]
+    assert render["cap_add"] == ["CHOWN"]
+    for name in AUTHENTICATED:
+        service = services[name]
+        assert WEB_CONFIG_FLAG in service["command"], name
+        web_config = _mounts(service)["/etc/web-config"]
+        assert (web_config["source"], web_config["read_only"]) == ("monitoring_web_config", True)
+        condition = service["depends_on"]["monitoring-auth"]["condition"]
+        assert condition == "service_completed_successfully", name
+    # Only Prometheus holds the password itself (it is a client of the other two).
+    holders = {
+        name
+        for name, service in services.items()
+        if any(v.get("source") == "prometheus_auth" for v in service.get("volumes", []))
+    }
+    assert holders == {"prometheus", "monitoring-auth"}
+    assert _mounts(services["prometheus"])["/etc/prometheus-auth"]["read_only"] is True
+
+
+def test_prometheus_cannot_be_stopped_or_reloaded_over_http(resolved: dict[str, Any]) -> None:
+    flags = resolved["services"]["prometheus"]["command"]
+    assert not [flag for flag in flags if flag.startswith("--web.enable-lifecycle")]
+    assert not [flag for flag in flags if flag.startswith("--web.enable-admin-api")]
+
+
+def test_monitoring_healthchecks_hold_no_password(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    # Prometheus: promtool checks /-/ready with the credential, from the password file.
+    check = services["prometheus"]["healthcheck"]["test"]
+    assert check[:4] == ["CMD", "promtool", "check", "ready"]
+    [config_flag] = [part for part in check if part.startswith("--http.config.file=")]
+    container_path = Path(config_flag.partition("=")[2])
+    assert container_path.parent == Path("/etc/prometheus")
+    client = yaml.safe_load((REPO_ROOT / "services/prometheus" / container_path.name).read_text())
+    assert client == {"basic_auth": {"username": USER, "password_file": COMPOSE_AUTH_PATH}}
+    # Alertmanager and the Pushgateway hold no credential: a 401 to an anonymous probe.
+    for name, port in (("alertmanager", 9093), ("pushgateway", 9091)):
+        [kind, command] = services[name]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL"
+        assert f"http://127.0.0.1:{port}/-/ready" in command
+        assert command.endswith("| grep -q ' 401 '"), command
+    text = json.dumps({name: services[name]["healthcheck"] for name in AUTHENTICATED})
+    assert REQUIRED_ENV["MONITORING_PASSWORD"] not in text
+    assert "MONITORING_PASSWORD" not in text

@@ -18,7 +18,8 @@ import pytest
 from stack.paths import REPO_ROOT
 
 API_DOCKERFILE = REPO_ROOT / "services" / "api" / "Dockerfile"
-SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__"}
+# .cache holds the project's Docker engine (image layers) and copies of the stand-ins' contexts.
+SKIP_DIRS = {".git", ".venv", ".cache", ".tools", "node_modules", "__pycache__"}
 
 
 def hadolint_binary() -> Path:

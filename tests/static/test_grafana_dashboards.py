@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from stack.grafana import panel_queries
+from stack.monitoring_auth import SETTING, USER
 from stack.paths import GRAFANA_DIR, REPO_ROOT
 
 GRAFANA = GRAFANA_DIR
@@ -29,6 +30,7 @@ DASHBOARDS = {
     "api-overview": "API overview",
     "dependencies": "Nginx, Redis and PostgreSQL",
     "loadtest": "Load test",
+    "slo": "SLOs",
 }
 JOBS = {"api", "nginx", "redis", "postgres", "node", "alertmanager", "prometheus"}
 
@@ -84,7 +86,19 @@ LOADTEST_METRICS = {
     "locust_failures_total",
     "locust_response_time_seconds",
 }
-KNOWN_METRICS = {"up"} | API_METRICS | EXPORTER_METRICS | LOADTEST_METRICS
+# Prometheus's own: the alerts it holds.
+PROMETHEUS_METRICS = {"ALERTS"}
+RULES_DIR = REPO_ROOT / "services" / "prometheus" / "rules"
+# What the recording rules record; the SLO dashboard reads the SLIs the alerts evaluate.
+RECORDED = {
+    rule["record"]
+    for path in RULES_DIR.glob("*_recording.yml")
+    for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+    for rule in group["rules"]
+}
+KNOWN_METRICS = (
+    {"up"} | API_METRICS | EXPORTER_METRICS | LOADTEST_METRICS | PROMETHEUS_METRICS | RECORDED
+)
 
 
 def _dashboards() -> list[dict[str, Any]]:
@@ -324,6 +338,14 @@ def test_datasource_provisioning() -> None:
     assert datasource["uid"] == DATASOURCE_UID
     assert datasource["url"] == "http://prometheus:9090"
     assert datasource["isDefault"] is True
+    # Prometheus answers only with the monitoring credential. Grafana sends it server-side
+    # (proxy), the password interpolated from its environment into the encrypted secureJsonData,
+    # never written here; Compose hands Grafana that variable (tests/static/test_compose.py).
+    assert datasource["access"] == "proxy"
+    assert datasource["basicAuth"] is True
+    assert datasource["basicAuthUser"] == USER
+    assert datasource["secureJsonData"] == {"basicAuthPassword": f"${{{SETTING}}}"}
+    assert "basicAuthPassword" not in datasource.get("jsonData", {})
 
 
 def test_dashboard_provisioning() -> None:

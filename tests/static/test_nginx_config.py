@@ -7,16 +7,11 @@ in-process echo upstreams, and check what clients and replicas actually see.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import re
 import shutil
 import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +20,9 @@ import yaml
 
 from stack.config import nginx as render
 from stack.paths import NGINX_DIR, REPO_ROOT
-from stack.procs import free_port, stop_process
+from stack.procs import free_port
+from stack.testing.nginx import NGINX, PROBLEM_KEYS, EchoUpstream, run_nginx
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "request_id"}
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -67,6 +61,8 @@ def test_broken_native_variant_fails_nginx_t(tmp_path: Path) -> None:
         (["127.0.0.1:70000"], {}),
         (["127.0.0.1:8001"], {"rate": "fast"}),
         (["127.0.0.1:8001"], {"access_log": "/tmp/x.log; error_log /tmp/e"}),
+        (["127.0.0.1:8001"], {"conn_limit": 0}),
+        (["127.0.0.1:8001"], {"conn_limit": "5; allow all"}),
     ],
 )
 def test_render_refuses_values_that_would_inject_config(
@@ -84,6 +80,19 @@ def test_every_include_nginx_conf_names_exists_in_both_variants(tmp_path: Path) 
     rendered = {p.name for p in (tmp_path / "conf.d").iterdir()}
     committed = {p.name for p in (NGINX_DIR / "compose").glob("*.conf")}
     assert rendered == committed == set(render.INCLUDE_FILES)
+
+
+def _directives(path: Path) -> list[str]:
+    return [line for line in re.sub(r"#.*", "", path.read_text()).splitlines() if line.strip()]
+
+
+def test_the_native_defaults_are_composes_values(tmp_path: Path) -> None:
+    """Rendered with its defaults, the native http.conf is Compose's: the same access log target,
+    rate and per-address limit on requests in progress (the native runner overrides some)."""
+    render.render_nginx(tmp_path, ["127.0.0.1:18001"], 18080, 18081)
+    rendered = _directives(tmp_path / "conf.d" / "http.conf")
+    assert rendered == _directives(NGINX_DIR / "compose" / "http.conf")
+    assert "limit_conn per_ip_conn 100;" in rendered
 
 
 def test_nginx_conf_writes_nothing_outside_the_prefix() -> None:
@@ -151,141 +160,6 @@ def test_compose_variant_passes_nginx_t(tmp_path: Path) -> None:
 # --- live behaviour ---------------------------------------------------------------------------
 
 
-class EchoUpstream:
-    """A stand-in API replica: answers with what it received, as JSON, with a fixed status."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.requests: list[dict[str, Any]] = []
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; Nagle + delayed ACK would add 40 ms to each.
-            disable_nagle_algorithm = True
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                seen = {
-                    "method": self.command,
-                    "path": self.path,
-                    "version": self.request_version,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                }
-                upstream.requests.append(seen)
-                body = json.dumps(seen).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                # The API sets its own; nginx must not send two.
-                self.send_header("X-Request-ID", "from-upstream")
-                self.send_header("X-Frame-Options", "SAMEORIGIN")
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> EchoUpstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-class RunningNginx:
-    def __init__(self, prefix: Path, public_port: int, internal_port: int) -> None:
-        self.prefix = prefix
-        self.public_port = public_port
-        self.internal_port = internal_port
-        self.access_log = prefix / "access.log"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        internal: bool = False,
-    ) -> tuple[int, dict[str, str], bytes, list[tuple[str, str]]]:
-        port = self.internal_port if internal else self.public_port
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            data = response.read()
-            raw = response.getheaders()
-            return response.status, {k.lower(): v for k, v in raw}, data, raw
-        finally:
-            conn.close()
-
-    def log_lines(self, at_least: int = 1) -> list[dict[str, Any]]:
-        # nginx writes the log line after the response has gone out: wait for it.
-        deadline = time.monotonic() + 5
-        while True:
-            text = self.access_log.read_text() if self.access_log.exists() else ""
-            lines = [json.loads(line) for line in text.splitlines() if line]
-            if len(lines) >= at_least or time.monotonic() > deadline:
-                return lines
-            time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def run_nginx(upstreams: list[str], **render_kwargs: Any) -> Iterator[RunningNginx]:
-    assert Path(NGINX).is_file(), f"nginx is not installed at {NGINX} (apt-get install nginx)"
-    # Run as root, nginx's workers drop to `nobody`, which must reach the prefix: pytest's own
-    # tmp dirs are 0700, so this one is made world-traversable.
-    prefix = Path(tempfile.mkdtemp(prefix="nginx-test-", dir="/tmp"))
-    prefix.chmod(0o755)
-    public_port, internal_port = free_port(), free_port()
-    render.render_nginx(
-        prefix,
-        upstreams,
-        public_port,
-        internal_port,
-        access_log=str(prefix / "access.log"),
-        **render_kwargs,
-    )
-    errors = (prefix / "stderr.log").open("w")
-    process = subprocess.Popen(
-        render.nginx_command(prefix, nginx=NGINX),
-        stdin=subprocess.DEVNULL,
-        stdout=errors,
-        stderr=errors,
-    )
-    running = RunningNginx(prefix, public_port, internal_port)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert process.poll() is None, (prefix / "stderr.log").read_text()
-            try:
-                if running.request("GET", "/healthz", internal=True)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "nginx did not answer /healthz in 10 s"
-            time.sleep(0.05)
-        yield running
-    finally:
-        stop_process(process)
-        errors.close()
-        shutil.rmtree(prefix, ignore_errors=True)
-
-
 def _problem(status: int, headers: dict[str, str], body: bytes, expected: int) -> dict[str, Any]:
     assert status == expected, body
     assert headers["content-type"].startswith("application/problem+json"), headers
@@ -302,7 +176,7 @@ def test_proxy_forwards_headers_and_sets_security_headers() -> None:
         status, headers, body, raw = nginx.request(
             "GET",
             "/items?limit=5",
-            headers={"X-Forwarded-For": "203.0.113.9", "Host": "api.example.test:8443"},
+            headers={"X-Forwarded-For": "203.0.113.9", "Host": "localhost:8443"},
         )
         assert status == 200, body
         seen = json.loads(body)
@@ -316,9 +190,10 @@ def test_proxy_forwards_headers_and_sets_security_headers() -> None:
         assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
         assert seen["headers"]["x-real-ip"] == "127.0.0.1"
         assert seen["headers"]["x-forwarded-proto"] == "http"
-        # With the port, so redirects the API builds lead back through the same entry.
-        assert seen["headers"]["host"] == "api.example.test:8443"
-        assert seen["headers"]["x-forwarded-host"] == "api.example.test:8443"
+        # A Host naming this stack, with its port, goes through (test_nginx_hardening.py has the
+        # others).
+        assert seen["headers"]["host"] == "localhost:8443"
+        assert seen["headers"]["x-forwarded-host"] == "localhost:8443"
         assert "connection" not in seen["headers"]
         assert headers["x-content-type-options"] == "nosniff"
         assert [v for k, v in raw if k.lower() == "x-frame-options"] == ["DENY"]
@@ -349,13 +224,13 @@ def test_json_access_log_line() -> None:
         lines = nginx.log_lines(at_least=2)
     # The internal port does not log (healthchecks and scrapes would drown the real traffic).
     # Each worker buffers its own lines, so the file's order is not the order of the requests.
-    assert sorted(line["uri"] for line in lines) == ["/metrics", "/users"], lines
-    (entry,) = (line for line in lines if line["uri"] == "/users")
-    expected = {"time", "request_id", "method", "uri", "status", "bytes", "request_time"}
+    assert sorted(line["path"] for line in lines) == ["/metrics", "/users"], lines
+    (entry,) = (line for line in lines if line["path"] == "/users")
+    expected = {"time", "request_id", "method", "path", "status", "bytes", "request_time"}
     expected |= {"upstream_addr", "upstream_status", "upstream_response_time"}
     assert expected <= entry.keys()
     assert entry["request_id"] == headers["x-request-id"]
-    assert (entry["method"], entry["uri"], entry["status"]) == ("POST", "/users", 200)
+    assert (entry["method"], entry["path"], entry["status"]) == ("POST", "/users", 200)
     assert entry["upstream_addr"] == upstream.address
     assert entry["upstream_status"] == "200"
     assert isinstance(entry["bytes"], int)

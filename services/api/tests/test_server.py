@@ -2,9 +2,12 @@
 
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -12,9 +15,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from app.__main__ import build_server
+from app.config import Settings
 from app.main import create_app
+from stack.paths import API_DIR
 from stack.procs import free_port, wait_for_port
 from stack.servers import Servers, api_process
 from stack.testing.api import assert_problem
@@ -104,3 +110,28 @@ def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_traceback
     assert [(a["route"], a["status"], a["request_id"]) for a in access] == [
         ("/boom", 500, "crash-1")
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WEB_CONCURRENCY", "2", "one worker per process"),
+        ("PROMETHEUS_MULTIPROC_DIR", tempfile.gettempdir(), "multiprocess mode is not supported"),
+    ],
+)
+def test_more_than_one_worker_is_refused_at_start(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings.model_validate({variable.lower(): value})
+    # The real entry point exits at once, saying why, instead of serving split metrics.
+    started = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=API_DIR,
+        env={**os.environ, variable: value, "API_PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert message in started.stderr
+    assert Settings(_env_file=None, web_concurrency=1).web_concurrency == 1

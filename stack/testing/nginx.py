@@ -368,8 +368,15 @@ def run_nginx(
     if https is not None:
         certificate = certificate or throwaway_certificate()
         tls_port = free_port()
+        # The responders of test certificates are on loopback: any resolver will do.
+        ocsp = check_pair(certificate.certificate, certificate.key)[1]
         entry = render.HttpsEntry(
-            tls_port, tls_port, str(certificate.certificate), str(certificate.key), https
+            tls_port,
+            tls_port,
+            str(certificate.certificate),
+            str(certificate.key),
+            https,
+            "127.0.0.1" if ocsp else None,
         )
     conf = render.render_nginx(
         prefix,

@@ -125,8 +125,9 @@ def common_args(settings: Settings, seed_file: Path, run_id: str) -> list[str]:
 
 def run_headless(
     settings: Settings, folder: Path, seed_file: Path, run_id: str, echo: Callable[[str], None]
-) -> Window:
-    """Run the test to its end; return when it started and stopped (written by the master)."""
+) -> tuple[Window, dict[int, int]]:
+    """Run the test to its end; return its window and what the users offered per second (both
+    written by the master)."""
     port = settings.master_bind_port or free_port()
     window_file = folder / "window.json"
     command = locust(
@@ -135,7 +136,8 @@ def run_headless(
         "--headless",
         f"--users={settings.users}",
         f"--spawn-rate={settings.spawn_rate}",
-        f"--run-time={settings.duration}",
+        # Not --run-time, which loses the workers' last numbers (locustfile.py).
+        f"--stop-after={settings.duration_s}",
         f"--csv={folder / 'locust'}",
         # Without it the history's percentiles are cumulative since the start; with it they
         # cover Locust's last 10 s, so the latency chart shows when things got slow.
@@ -163,7 +165,8 @@ def run_headless(
     times = json.loads(window_file.read_text())
     if "start" not in times:
         raise LocustError(f"the test never started; see {folder / 'locust-master.log'}")
-    return Window(times["start"], times.get("end", time.time()))
+    window = Window(times["start"], times.get("end", time.time()), times.get("spawned"))
+    return window, {int(second): count for second, count in times.get("offered", {}).items()}
 
 
 def run_ui(settings: Settings, folder: Path, seed_file: Path, run_id: str) -> int:

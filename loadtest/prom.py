@@ -118,6 +118,8 @@ class Prometheus:
         stale: list[str] = []
         while time.monotonic() < deadline:
             targets = self.targets(job)
+            if not targets:
+                raise PrometheusError(f"Prometheus at {self.url} has no {job} targets")
             scraped = {t["scrapeUrl"]: _parse_time(t["lastScrape"]) for t in targets}
             stale = [url for url, at in scraped.items() if at <= after]
             if scraped and not stale:

@@ -19,6 +19,7 @@ from locust import FastHttpUser, task
 from locust.env import Environment
 
 from loadtest.dataset import DataSet
+from loadtest.schedule import OFFERED, Arrivals
 from loadtest.settings import KNOBS
 from loadtest.sources import SourceBoundClientPool, next_address
 
@@ -58,17 +59,12 @@ class ApiUser(FastHttpUser):
         super().__init__(environment)
         self.rng = random.Random()  # noqa: S311 - traffic shape, not a secret
         rps = float(options.user_rps) if options is not None else float(KNOBS["user_rps"].default)
-        self.rate = rps
-        self.next_start = time.monotonic() + self.rng.expovariate(rps)
+        # Poisson arrivals counted in what the run offered (schedule.py); wall-clock time, as
+        # Locust counts the answers per second.
+        self.arrivals = Arrivals(rps, self.rng, OFFERED, time.time())
 
     def wait_time(self) -> float:
-        # Poisson arrivals: exponential gaps between task starts with the mean that gives
-        # user_rps, counted from the previous start rather than from the answer, so latency up
-        # to the gap does not lower the offered load. A task slower than its gap is not caught
-        # up with a burst: one user never has two requests in flight.
-        now = time.monotonic()
-        self.next_start = max(self.next_start + self.rng.expovariate(self.rate), now)
-        return self.next_start - now
+        return self.arrivals.wait(time.time())
 
     def expect(self, method: str, path: str, name: str, status: int, **kwargs: Any) -> Any:
         """Send a request; exactly `status` (with problem+json for a 4xx) is a success."""

@@ -249,5 +249,7 @@ def throwaway_stack(prefix: str, replicas: int, **settings: str) -> Iterator[Eph
         finally:
             stopped = stack.make("down")
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            assert stack.leftovers() == []
-            assert stack.listening_ports() == []
+            left = stack.leftovers()
+            assert left == [], f"processes of the stack left after make down: {left}"
+            listening = stack.listening_ports()
+            assert listening == [], f"ports of the stack still listening: {listening}"

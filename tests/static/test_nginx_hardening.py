@@ -260,6 +260,9 @@ def test_requests_in_progress_per_address_are_limited() -> None:
         with _connections(nginx.public_port, 3, SLOW_BODY):
             problem = assert_raw_problem(nginx.raw(_request("GET", "/items")), 429)
             assert "retry" in problem["detail"].lower()
+        # A slot is freed when nginx finalises the request, which it logs: wait for the three
+        # closed requests' lines (and the 429's) rather than racing nginx to the next request.
+        assert len(nginx.log_lines(at_least=4)) >= 4
         assert nginx.raw(_request("GET", "/items")).status == 200
         # nginx counts a connection only once its header is complete: unfinished headers are
         # bounded by client_header_timeout and worker_connections, not by limit_conn.

@@ -8,14 +8,19 @@ real nginx binary in tests/static/test_nginx_tls.py; here it is the whole stack 
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from stack.ephemeral import EphemeralStack
+from stack.paths import REPO_ROOT
 from stack.testing.api import assert_problem, new_item, new_user
 from stack.testing.nginx import throwaway_certificate, tls_context
 from stack.testing.tls import curl, presented_fingerprint
@@ -75,6 +80,68 @@ def test_writes_and_reads_over_https(live_stack: EphemeralStack) -> None:
         assert_problem(tls.post("/items", json={"name": "x", "price": 1}), 401)
     with httpx.Client(base_url=live_stack.nginx, timeout=10) as plain:
         assert plain.get(f"/items/{item['id']}").json() == item
+
+
+GENEROUS = """
+[overall]
+max_error_ratio = 0.01
+min_throughput_ratio = 0.5
+[groups.all]
+routes = ["GET /items", "GET /items/{item_id}", "GET /users/{user_id}", "POST /users"]
+p95_ms = 3000
+p99_ms = 5000
+"""
+
+
+def _loadtest(stack: EphemeralStack, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m loadtest run` as `make loadtest HOST=https://...` runs it (a subprocess: Locust
+    would monkeypatch this process with gevent)."""
+    env = {k: v for k, v in stack.env.items() if not k.startswith(("LOADTEST_", "GRAFANA_"))}
+    env |= {"LOADTEST_REPORTS_DIR": str(folder / "reports"), "LOADTEST_HOST": stack.https}
+    (folder / "generous.toml").write_text(GENEROUS)
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest", "run", "--users=6", "--spawn-rate=6", "--duration=8s",
+         "--workers=1", "--items=60", "--owners=3", f"--thresholds={folder / 'generous.toml'}",
+         "--reader-weight=1", "--writer-weight=0", "--careless-weight=0", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_the_load_test_runs_over_https_trusting_the_local_ca(
+    live_stack: EphemeralStack, tmp_path: Path
+) -> None:
+    run = _loadtest(live_stack, tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [folder] = (tmp_path / "reports").iterdir()
+    results = json.loads((folder / "results.json").read_text())
+    assert results["verdict"] == "PASS"
+    assert results["settings"]["host"] == live_stack.https
+    assert results["settings"]["trusted CA"] == str(live_stack.ca)
+    client = results["client"]
+    assert client["requests"] > 100
+    assert client["failures"] == 0
+    # Its users' connections still leave from their own addresses inside TLS (sources.py), so
+    # nginx's per-address limit sees users, not one client.
+    start, end = results["window"]["start"] - 1, results["window"]["end"] + 1
+    addresses = set()
+    for line in live_stack.log("nginx").splitlines():
+        if '"remote_addr":"127.' in line and '"remote_addr":"127.0.0.1"' not in line:
+            record = json.loads(line)
+            if start <= datetime.fromisoformat(record["time"]).timestamp() <= end:
+                addresses.add(record["remote_addr"])
+                assert record["status"] != 429, record
+    assert len(addresses) >= 6, addresses
+
+
+def test_the_load_test_refuses_a_certificate_it_cannot_trust(
+    live_stack: EphemeralStack, tmp_path: Path
+) -> None:
+    """Another CA than the one that signed nginx's certificate: refused before any load."""
+    other = throwaway_certificate().ca
+    run = _loadtest(live_stack, tmp_path, f"--ca={other}")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in run.stdout + run.stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
 
 
 def _broken_key(case: str, folder: Path) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """What TLS costs: the cached GET through the same nginx over plain HTTP and over HTTPS, side by
 side in one run, so the difference is TLS and nothing else.
 
-Three ways a client uses a connection, each measured plain then encrypted, then again in the
-other order (machine drift from one minute to the next cancels in the medians):
+Three ways a client uses a connection, each measured plain then encrypted, ROUNDS times in
+alternating order. What TLS adds is the median of each round's difference (HTTPS minus the HTTP
+run next to it): on a shared machine the CPU per request of the same run moves by tens of
+percent from one minute to the next, and a difference of neighbours cancels most of that.
 
 - keep-alive: wrk on 64 kept-alive connections, the way a load balancer or an HTTP client pool
   talks: what TLS adds per request once connected (record encryption, nginx's SSL_read/write).
@@ -43,7 +45,7 @@ MODES: dict[str, tuple[int | None, tuple[str, ...], str]] = {
     "close": (None, ("Connection: close",), "a connection per request (resumed TLS session)"),
 }
 SCHEMES = ("http", "https")
-ROUNDS = 2
+ROUNDS = 3
 # The report's columns: the summary key and its decimals.
 COLUMNS = (("rps", 0), ("p50_ms", 2), ("p99_ms", 2), ("nginx_us", 1), ("api_us", 1))
 
@@ -103,16 +105,20 @@ def _run(stack: BenchStack, scheme: str, mode: str, path: str, options: Options)
     return run
 
 
-def summarize(runs: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, float]:
-    """Medians per scheme and what HTTPS adds to each (HTTPS minus HTTP)."""
+def summarize(runs: Mapping[str, Sequence[Mapping[str, float]]]) -> dict[str, Any]:
+    """Medians per scheme, and what HTTPS adds: the median of the rounds' differences (each
+    HTTPS run minus the HTTP run of its round), with their range for nginx's CPU."""
     keys = [key for key, _ in COLUMNS]
-    medians = {
-        scheme: {key: statistics.median(run[key] for run in runs[scheme]) for key in keys}
+    summary: dict[str, Any] = {
+        f"{scheme}_{key}": statistics.median(run[key] for run in runs[scheme])
         for scheme in SCHEMES
+        for key in keys
     }
-    summary = {f"{scheme}_{key}": medians[scheme][key] for scheme in SCHEMES for key in keys}
+    pairs = list(zip(runs["http"], runs["https"], strict=True))
     for key in keys:
-        summary[f"added_{key}"] = medians["https"][key] - medians["http"][key]
+        summary[f"added_{key}"] = statistics.median(tls[key] - plain[key] for plain, tls in pairs)
+    added_nginx = [tls["nginx_us"] - plain["nginx_us"] for plain, tls in pairs]
+    summary["added_nginx_us_range"] = [min(added_nginx), max(added_nginx)]
     summary["errors"] = sum(run["errors"] for scheme in SCHEMES for run in runs[scheme])
     return summary
 
@@ -151,7 +157,8 @@ def tls_markdown(found: Mapping[str, Any]) -> list[str]:
     lines = [
         "",
         "TLS at nginx: the cached GET over plain HTTP and HTTPS (HTTP/1.1, TLS 1.3), side by "
-        f"side, medians of {ROUNDS} runs each:",
+        f"side, medians of {ROUNDS} runs each; what TLS adds is the median of the {ROUNDS} "
+        "rounds' differences (their range for nginx):",
         "",
         "| Connection use | Scheme | req/s | p50 ms | p99 ms | nginx µs/req | API µs/req |",
         "|---|---|--:|--:|--:|--:|--:|",
@@ -164,7 +171,9 @@ def tls_markdown(found: Mapping[str, Any]) -> list[str]:
             cells = [_cell(summary[f"{scheme}_{key}"], digits) for key, digits in COLUMNS]
             lines.append(f"| {what} | {scheme.upper()} | {' | '.join(cells)} |")
         added = [_cell(summary[f"added_{key}"], digits, sign=True) for key, digits in COLUMNS]
-        added[3] = f"**{added[3]}**"  # nginx's: the cost of TLS
+        low, high = summary["added_nginx_us_range"]
+        # nginx's: the cost of TLS, with the range of the rounds.
+        added[3] = f"**{added[3]}** ({_cell(low, 0, True)} to {_cell(high, 0, True)})"
         lines.append(f"| | TLS adds | {' | '.join(added)} |")
     if handshake := found.get("handshake"):
         lines += [

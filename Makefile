@@ -200,15 +200,15 @@ chaos: system-deps install
 # Its own native stack on free ports in a temporary folder, taken down at the end; never part of
 # `make test`. The harness stops starting steps after BENCH_BUDGET seconds (default 900); timeout
 # is the backstop (SIGTERM unwinds the harness, which takes its stack down).
-.PHONY: bench  ## Stack vs its ceilings, on loopback (~11 min; PROFILE=1 adds py-spy); bench/results/
+.PHONY: bench  ## Stack vs its ceilings, on loopback (~8 min; PROFILE=1 adds py-spy); bench/results/
 bench: install
 	bash stack/system-deps.sh wrk
 	PROFILE='$(PROFILE)' timeout --kill-after=30 1020 $(RUN) python -m bench.run
 
-.PHONY: bench-tls  ## Only what TLS costs: the same GET over HTTP and HTTPS side by side (~4 min)
+.PHONY: bench-tls  ## What TLS costs: the same GET over HTTP and HTTPS side by side (~6 min)
 bench-tls: install
 	bash stack/system-deps.sh wrk
-	timeout --kill-after=30 600 $(RUN) python -m bench.run --only tls
+	timeout --kill-after=30 900 $(RUN) python -m bench.run --only tls
 
 .PHONY: clean-dev  ## Remove make dev's database and cache data
 clean-dev:

@@ -93,7 +93,7 @@ def _broken(tmp_path: Path, case: str) -> tuple[Path, Path]:
         key = tmp_path
     elif case == "key is not a key":
         key = tmp_path / "garbage.key"
-        key.write_text("-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+        key.write_text("not a key at all\n")
     elif case == "certificate is not a certificate":
         cert = tmp_path / "garbage.crt"
         cert.write_text("hello\n")

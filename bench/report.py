@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.config import LABELS, RATIO_PAIRS, RESULTS_DIR, STACK_PATHS
 from bench.measure import Row
+from bench.tls_rows import tls_markdown
 
 Rows = Mapping[str, Row]
 Extra = Mapping[str, Any]
@@ -267,6 +268,7 @@ def markdown(report: Mapping[str, Any], rows: list[Row]) -> str:
         *_others_table(rows),
         *_metrics_table(extra.get("metrics") or []),
         *_shared_table(extra.get("shared_saturation") or {}),
+        *tls_markdown(extra.get("tls") or {}),
         *_rss_line(extra.get("rss_mb") or {}),
         *_targets_table(report["targets"]),
         *_profiles(extra.get("profiles", {})),

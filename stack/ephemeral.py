@@ -23,6 +23,7 @@ from stack.monitoring_auth import SETTING, USER
 from stack.paths import REPO_ROOT
 from stack.procs import free_block, free_ports, port_open
 from stack.servers import postgres_bindir
+from stack.tls import tls_dir
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.
@@ -126,6 +127,17 @@ class EphemeralStack:
     @property
     def nginx(self) -> str:
         return self.topology.url("nginx")
+
+    @property
+    def https(self) -> str:
+        """nginx's HTTPS entry (HTTP/2), with the local CA's certificate for localhost."""
+        return f"https://{self.topology.address('nginx-tls')}"
+
+    @property
+    def ca(self) -> Path:
+        """The local CA `up` made for this stack (no certificate is configured): what a client
+        trusts, as `curl --cacert` does."""
+        return tls_dir(Path(self.env["STACK_ENV_FILE"])) / "ca.crt"
 
     @property
     def prometheus(self) -> str:

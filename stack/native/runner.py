@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 
+from stack.config.nginx import nginx_command
 from stack.config.supervisor import LOG_UMASK
 from stack.monitoring_auth import BasicAuth
 from stack.native.dirs import StackDirs
@@ -21,6 +22,7 @@ from stack.native.render import render_all
 from stack.paths import API_DIR, data_root
 from stack.procs import ServerError, port_open
 from stack.servers import PostgresServer, postgres_bindir
+from stack.tls import TlsEntry
 from stack.topology import Topology
 
 # Binary → Debian package that provides it.
@@ -164,12 +166,13 @@ def migrate(topology: Topology, env: Mapping[str, str]) -> None:
         raise StackError(f"migrations failed:\n{result.stdout}{result.stderr}")
 
 
-def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
+def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs, tls: TlsEntry) -> None:
+    """tls: the HTTPS entry, checked by stack.tls.prepare before anything here starts."""
     as_root = os.geteuid() == 0
     credential = BasicAuth.from_env(env)
     auth = credential.header if credential else {}
     dirs.root.mkdir(parents=True, exist_ok=True)
-    render_all(topology, env, dirs, as_root=as_root)
+    render_all(topology, env, dirs, tls=tls, as_root=as_root)
     postgres = _postgres(topology, env, dirs)
     fresh = not (postgres.data_dir / "PG_VERSION").exists()
     if fresh:
@@ -226,6 +229,16 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     _wait("pushgateway", _ready(topology, "pushgateway", auth), dirs, "pushgateway")
     supervisorctl(dirs, "start", "prometheus")
     _wait("prometheus", _ready(topology, "prometheus", auth), dirs, "prometheus")
+
+
+def check_nginx(dirs: StackDirs) -> None:
+    """`nginx -t` on the rendered configuration (certificate and key included)."""
+    result = subprocess.run(
+        nginx_command(dirs.nginx, test=True), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise StackError(f"nginx refuses its configuration:\n{result.stderr.strip()}")
 
 
 def start_replicas(topology: Topology, dirs: StackDirs) -> None:

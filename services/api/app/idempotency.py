@@ -86,7 +86,8 @@ class Idempotency:
         self.ttl = timedelta(seconds=ttl)
         self._row_id: int | None = None
 
-    def _lock_id(self) -> int:
+    def lock_id(self) -> int:
+        """The advisory lock's 64-bit id for (scope, key): who holds it is running the key."""
         digest = hashlib.sha256(f"{self.scope}\n{self.key}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -94,7 +95,7 @@ class Idempotency:
         """None: go ahead and write (then `store`). A Response: the stored answer to return."""
         if self.key is None:
             return None
-        locked = await session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_id())))
+        locked = await session.scalar(select(func.pg_try_advisory_xact_lock(self.lock_id())))
         if not locked:
             raise IdempotencyKeyInUseError(
                 "A request with this Idempotency-Key is still being processed; retry shortly.",

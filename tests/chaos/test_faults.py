@@ -186,11 +186,11 @@ def test_replica_killed_with_sigkill(chaos_stack: EphemeralStack, results: Resul
             "requests_during_fault": len(_of(during(samples, window), "keyed")),
             # What the first attempts saw; after the retries no POST failed.
             "errors": {f"{status} then 201 on retry": n for status, n in first_failures.items()},
-            "p99_ms_during_fault": percentile(
-                (s.latency * 1000 for s in _of(during(samples, window), "keyed")), 99
+            "p99_ms_during_fault": round(
+                percentile((s.latency * 1000 for s in _of(during(samples, window), "keyed")), 99), 1
             ),
             # The longest a client took to get its answer through its retries.
-            "recovery_seconds": max((k.seconds for k in retried), default=0.0),
+            "recovery_seconds": round(max((k.seconds for k in retried), default=0.0), 2),
             "keys": len(keyed),
             "retried": len(retried),
             "answered_by_replay": sum(k.replayed for k in keyed),

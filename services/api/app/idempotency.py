@@ -24,12 +24,12 @@ taken over by the next request with its key, and `delete_expired` removes them i
 import asyncio
 import hashlib
 import logging
+import re
 from datetime import timedelta
 
 from fastapi import Response
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors.exceptions import ConflictError, ProblemError
@@ -43,6 +43,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 # escaped with `\`. The key is what is inside; 255 characters of it at most.
 SF_STRING_PATTERN = r'^"(?:[\x20\x21\x23-\x5B\x5D-\x7E]|\\["\\])+"$'
 MAX_HEADER_LENGTH = 257
+_ESCAPE = re.compile(r'\\(["\\])')
 HEADER_DESCRIPTION = (
     "Makes a retry of this write safe (IETF draft 'The Idempotency-Key HTTP Header Field'): an "
     'RFC 8941 string, e.g. "8e03978e-40d5-43e8-bc93-6894a57f9324", unique per write. A retry '
@@ -67,7 +68,7 @@ class IdempotencyKeyInUseError(ConflictError):
 
 def parse_key(header: str) -> str:
     """The key inside an sf-string the header's pattern has already accepted."""
-    return header[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return _ESCAPE.sub(r"\1", header[1:-1])
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
@@ -190,6 +191,7 @@ async def clean_expired_keys(
                 async with session_factory() as session:
                     if await delete_expired(session, ttl_seconds) < CLEANUP_BATCH:
                         break
-        except (SQLAlchemyError, OSError) as exc:
-            # The database is away: the next round tries again; expired rows only take space.
+        except Exception as exc:
+            # The database away (or anything else): the next round tries again, as a background
+            # task must not die of one failure; expired rows only take space meanwhile.
             logger.warning("idempotency key cleanup failed: %s", type(exc).__name__)

@@ -37,7 +37,6 @@ from app.models.idempotency import DONE, IN_PROGRESS, IdempotencyKey
 
 logger = logging.getLogger("app.idempotency")
 
-HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # RFC 8941 sf-string with at least one character: printable ASCII in double quotes, `"` and `\`
 # escaped with `\`. The key is what is inside; 255 characters of it at most.
@@ -59,7 +58,7 @@ CLEANUP_ROUNDS = 10
 
 
 class IdempotencyKeyReusedError(ProblemError):
-    status, title, slug = 422, "Unprocessable Content", "idempotency-key-reused"
+    status, title, slug = 422, "Unprocessable Entity", "idempotency-key-reused"
 
 
 class IdempotencyKeyInUseError(ConflictError):

@@ -173,29 +173,13 @@ def test_replica_killed_with_sigkill(chaos_stack: EphemeralStack, results: Resul
                 "alert_pending_after_s": round(seen["pending"], 2),
                 "back_in_nginx_pool_after_s": round(in_pool, 2),
                 "acknowledged_writes_checked": kept,
+                # Whether a POST was in flight on the replica when it died is luck here;
+                # test_retried_posts.py makes sure of it.
+                "keyed_posts": len(keyed),
+                "keyed_posts_retried": len(cut_off),
+                "keys_checked_one_item_each": one_each,
             },
         ),
-    )
-    window = [(killed_at, killed_at + seen["ready"])]
-    retried = [k for k in keyed if len(k.attempts) > 1]
-    first_failures = by_status(Sample("keyed", 0, 0, k.attempts[0]) for k in cut_off)
-    results.record(
-        "API replica killed (SIGKILL): POSTs with Idempotency-Key, retried",
-        {
-            "requests": sum(len(k.attempts) for k in keyed),
-            "requests_during_fault": len(_of(during(samples, window), "keyed")),
-            # What the first attempts saw; after the retries no POST failed.
-            "errors": {f"{status} then 201 on retry": n for status, n in first_failures.items()},
-            "p99_ms_during_fault": round(
-                percentile((s.latency * 1000 for s in _of(during(samples, window), "keyed")), 99), 1
-            ),
-            # The longest a client took to get its answer through its retries.
-            "recovery_seconds": round(max((k.seconds for k in retried), default=0.0), 2),
-            "keys": len(keyed),
-            "retried": len(retried),
-            "answered_by_replay": sum(k.replayed for k in keyed),
-            "keys_checked_one_item_each": one_each,
-        },
     )
 
 

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     cache_ttl_seconds: Annotated[int, Field(ge=1)] = 60
     # After a Redis error the cache is bypassed for this long, so a dead Redis costs nothing.
     cache_retry_after_seconds: Annotated[float, Field(ge=0)] = 1.0
+    # How long an Idempotency-Key's stored answer is replayed (app.idempotency); a day covers a
+    # client's retries across a long outage. Every IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS each
+    # replica deletes expired keys in bounded batches.
+    idempotency_key_ttl_seconds: Annotated[int, Field(ge=1)] = 86400
+    idempotency_cleanup_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
 
     # Read only to refuse them: this API runs one worker per process (see app.__main__), and
     # prometheus_client's multiprocess mode, which these ask for, is not supported.

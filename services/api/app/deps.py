@@ -8,7 +8,7 @@ code that reads it. Resolving a dependency costs FastAPI a few microseconds per 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -16,6 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app.cache import ItemCache
 from app.database import Reader
 from app.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from app.idempotency import (
+    HEADER_DESCRIPTION,
+    MAX_HEADER_LENGTH,
+    SF_STRING_PATTERN,
+    Idempotency,
+    fingerprint,
+    parse_key,
+)
 from app.models import Item, User
 from app.security import hash_token, tokens_match
 
@@ -87,3 +95,48 @@ async def get_owned_item(item_id: ItemId, session: SessionDep, user: CurrentUser
 
 
 OwnedItem = Annotated[Item, Depends(get_owned_item)]
+
+
+# Declared on every write that takes it, so the OpenAPI document (and schemathesis) knows it;
+# a malformed key (empty, too long, not an RFC 8941 string) is a 422 naming the header.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        min_length=3,
+        max_length=MAX_HEADER_LENGTH,
+        pattern=SF_STRING_PATTERN,
+        description=HEADER_DESCRIPTION,
+    ),
+]
+
+
+async def _idempotency(request: Request, header: str | None, scope: str) -> Idempotency:
+    settings = request.app.state.settings
+    key = None if header is None else parse_key(header)
+    # FastAPI has read the body already (it is cached on the request): no second read.
+    body = await request.body() if key is not None else b""
+    return Idempotency(
+        key,
+        scope,
+        fingerprint(request.method, request.url.path, body),
+        settings.idempotency_key_ttl_seconds,
+    )
+
+
+async def get_user_idempotency(
+    request: Request, user: CurrentUser, idempotency_key: IdempotencyKeyHeader = None
+) -> Idempotency:
+    # The token's SHA-256 is what the users table keeps: one scope per token.
+    return await _idempotency(request, idempotency_key, user.token_hash)
+
+
+async def get_anonymous_idempotency(
+    request: Request, idempotency_key: IdempotencyKeyHeader = None
+) -> Idempotency:
+    # No token to scope by (POST /users creates the token): one shared scope per route.
+    return await _idempotency(request, idempotency_key, f"anonymous {request.url.path}")
+
+
+# For writes by a token's owner, and for POST /users, which anyone may call.
+UserIdempotency = Annotated[Idempotency, Depends(get_user_idempotency)]
+AnonymousIdempotency = Annotated[Idempotency, Depends(get_anonymous_idempotency)]

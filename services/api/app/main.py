@@ -1,5 +1,7 @@
 """The application factory and its lifespan: pools open before serving and close after draining."""
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -12,6 +14,7 @@ from app.cache import ItemCache, create_redis
 from app.config import Settings, get_settings
 from app.database import Reader, create_engine, create_session_factory
 from app.errors import register_exception_handlers
+from app.idempotency import clean_expired_keys
 from app.observability.logging import configure_logging
 from app.observability.metrics import AppMetrics
 from app.observability.middleware import RequestContextMiddleware
@@ -35,6 +38,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retry_after_seconds=settings.cache_retry_after_seconds,
     )
     app.state.metrics.watch_pool(engine)
+    cleaner = asyncio.create_task(
+        clean_expired_keys(
+            app.state.session_factory,
+            settings.idempotency_key_ttl_seconds,
+            settings.idempotency_cleanup_interval_seconds,
+        ),
+        name="idempotency-key-cleanup",
+    )
     # What start-up allocated (modules, routes, models) lives as long as the process: frozen out
     # of the collector's sight, every collection scans only what requests allocate. make bench
     # measured a tenth of the CPU of an uncached read going to the collector before this.
@@ -45,6 +56,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         # Uvicorn runs this only after in-flight requests have finished (or the grace ran out).
+        cleaner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cleaner
         await redis.aclose()
         await engine.dispose()
         logger.info("stopped")

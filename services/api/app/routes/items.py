@@ -7,7 +7,15 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.cache import ItemCache
-from app.deps import CacheDep, CurrentUser, ItemId, OwnedItem, ReaderDep, SessionDep
+from app.deps import (
+    CacheDep,
+    CurrentUser,
+    ItemId,
+    OwnedItem,
+    ReaderDep,
+    SessionDep,
+    UserIdempotency,
+)
 from app.errors import NotFoundError, PreconditionFailedError, problem_responses
 from app.models import Item
 from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
@@ -19,6 +27,8 @@ JSON = "application/json"
 _AUTH_ERRORS = problem_responses(401, 403, 404, s403="Not the item's owner", s404="No such item")
 # Routes that read a JSON body: unparseable (400) or not JSON at all (415).
 _BODY_ERRORS = problem_responses(400, 415)
+# A write with an Idempotency-Key whose first request is still running.
+_KEY_IN_USE = problem_responses(409, s409="The Idempotency-Key's first request is still running")
 _IF_MATCH_DESCRIPTION = (
     "The ETag you last read. Optional: without it the write is unconditional (last writer wins); "
     "with it a newer version answers 412 instead of being overwritten."
@@ -50,17 +60,29 @@ _OWNER_ITEMS_PAGE = _ITEMS_PAGE.where(Item.owner_id == bindparam("owner_id"))
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses={**_BODY_ERRORS, 401: _AUTH_ERRORS[401]}
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemPublic,
+    responses={**_BODY_ERRORS, 401: _AUTH_ERRORS[401], **_KEY_IN_USE},
 )
 async def create_item(
-    body: ItemCreate, session: SessionDep, user: CurrentUser, response: Response
-) -> ItemPublic:
+    body: ItemCreate, session: SessionDep, user: CurrentUser, idempotency: UserIdempotency
+) -> Response:
+    if (replay := await idempotency.claim(session)) is not None:
+        return replay
     item = Item(**body.model_dump(), owner_id=user.id)
     session.add(item)
+    await session.flush()
+    response = Response(
+        _item_json(item),
+        status_code=status.HTTP_201_CREATED,
+        media_type=JSON,
+        headers={"Location": f"/items/{item.id}", "ETag": _etag(item.version)},
+    )
+    # The answer is stored in the item's own transaction: both commit, or neither.
+    await idempotency.store(session, response)
     await session.commit()
-    response.headers["Location"] = f"/items/{item.id}"
-    response.headers["ETag"] = _etag(item.version)
-    return ItemPublic.model_validate(item)
+    return response
 
 
 # The handlers return the JSON they built (response_model only documents it): FastAPI would
@@ -132,26 +154,36 @@ async def _commit_and_invalidate(session: AsyncSession, cache: ItemCache, item_i
         await cache.invalidate(item_id)
 
 
-@router.patch("/{item_id}", responses={**_BODY_ERRORS, **_AUTH_ERRORS, **problem_responses(412)})
+@router.patch(
+    "/{item_id}",
+    response_model=ItemPublic,
+    responses={**_BODY_ERRORS, **_AUTH_ERRORS, **problem_responses(412), **_KEY_IN_USE},
+)
 async def update_item(
     body: ItemUpdate,
     item: OwnedItem,
     session: SessionDep,
     cache: CacheDep,
-    response: Response,
+    idempotency: UserIdempotency,
     if_match: Annotated[
         str | None, Header(max_length=64, description=_IF_MATCH_DESCRIPTION)
     ] = None,
-) -> ItemPublic:
+) -> Response:
+    # A PATCH bumps the version, so a retried one is a second write: the key replays the first
+    # answer before If-Match (which the first write made stale) is even looked at.
+    if (replay := await idempotency.claim(session)) is not None:
+        return replay
     # The row is locked (FOR UPDATE in OwnedItem) from this check to the commit, so two writers
     # holding the same ETag cannot both pass it: the second sees the first's version and gets 412.
     await _require_if_match(if_match, item, cache)
     for field, value in body.model_dump(exclude_unset=True).items():
         setattr(item, field, value)
     item.version += 1
+    await session.flush()
+    response = Response(_item_json(item), media_type=JSON, headers={"ETag": _etag(item.version)})
+    await idempotency.store(session, response)
     await _commit_and_invalidate(session, cache, item.id)
-    response.headers["ETag"] = _etag(item.version)
-    return ItemPublic.model_validate(item)
+    return response
 
 
 @router.delete(

@@ -7,7 +7,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from app.cache import ItemCache
-from app.deps import CacheDep, CurrentUser, SessionDep, UserId
+from app.deps import AnonymousIdempotency, CacheDep, CurrentUser, SessionDep, UserId
 from app.errors import ConflictError, ForbiddenError, NotFoundError, problem_responses
 from app.models import Item, User
 from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
@@ -26,22 +26,42 @@ _INVALIDATION_BUDGET_SECONDS = 1.0
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(400, 409, 415, s409="A user with this email exists"),
+    response_model=UserCreated,
+    responses=problem_responses(
+        400,
+        409,
+        415,
+        s409="A user with this email exists, or the Idempotency-Key's first request is running",
+    ),
 )
-async def create_user(body: UserCreate, session: SessionDep, response: Response) -> UserCreated:
+async def create_user(
+    body: UserCreate, session: SessionDep, idempotency: AnonymousIdempotency
+) -> Response:
+    if (replay := await idempotency.claim(session)) is not None:
+        return replay
     token = new_token()
     # Addresses compare case-insensitively in practice; storing one form keeps UNIQUE honest.
     user = User(email=body.email.lower(), name=body.name, token_hash=hash_token(token))
     session.add(user)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError as exc:
         await session.rollback()
         raise ConflictError(f"A user with email {body.email.lower()} already exists.") from exc
-    response.headers["Location"] = f"/users/{user.id}"
-    return UserCreated(
+    created = UserCreated(
         id=user.id, email=user.email, name=user.name, created_at=user.created_at, token=token
     )
+    response = Response(
+        created.model_dump_json().encode(),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+        headers={"Location": f"/users/{user.id}"},
+    )
+    # With a key, the answer (the token in it) is kept until the key expires: the one way a
+    # client that lost it gets its token again (docs/reliability.md, "Idempotency-Key").
+    await idempotency.store(session, response)
+    await session.commit()
+    return response
 
 
 @router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))

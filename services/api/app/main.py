@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.body_deadline import BodyDeadlineMiddleware
 from app.cache import ItemCache, create_redis
 from app.config import Settings, get_settings
 from app.database import Reader, create_engine, create_session_factory
@@ -75,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     app.state.metrics.install(app)
+    # Inside RequestContextMiddleware: a 408 for a slow body has the request id and is logged.
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_body_timeout_seconds)
     # Added last so it is the outermost user middleware: the request id exists for everything,
     # the instrumentator's metrics middleware included.
     app.add_middleware(RequestContextMiddleware)

@@ -17,8 +17,8 @@ router = APIRouter(prefix="/items", tags=["items"], responses=problem_responses(
 
 JSON = "application/json"
 _AUTH_ERRORS = problem_responses(401, 403, 404, s403="Not the item's owner", s404="No such item")
-# Routes that read a JSON body: unparseable (400) or not JSON at all (415).
-_BODY_ERRORS = problem_responses(400, 415)
+# Routes that read a JSON body: unparseable (400), too slow to arrive (408) or not JSON (415).
+_BODY_ERRORS = problem_responses(400, 408, 415)
 _IF_MATCH_DESCRIPTION = (
     "The ETag you last read. Optional: without it the write is unconditional (last writer wins); "
     "with it a newer version answers 412 instead of being overwritten."

@@ -26,7 +26,7 @@ _INVALIDATION_BUDGET_SECONDS = 1.0
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(400, 409, 415, s409="A user with this email exists"),
+    responses=problem_responses(400, 408, 409, 415, s409="A user with this email exists"),
 )
 async def create_user(body: UserCreate, session: SessionDep, response: Response) -> UserCreated:
     token = new_token()

@@ -13,6 +13,7 @@ from app.cache import ItemCache, create_redis
 from app.config import Settings, get_settings
 from app.database import Reader, create_engine, create_session_factory
 from app.errors import register_exception_handlers
+from app.head import HeadAsGetMiddleware
 from app.observability.logging import configure_logging
 from app.observability.metrics import AppMetrics
 from app.observability.middleware import RequestContextMiddleware
@@ -75,6 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_exception_handlers(app)
     for router in routers:
         app.include_router(router)
+    # Innermost: routing sees a HEAD as the GET; the metrics and the access log outside it
+    # record HEAD.
+    app.add_middleware(HeadAsGetMiddleware)
     app.state.metrics.install(app)
     # Inside RequestContextMiddleware: a 408 for a slow body has the request id and is logged.
     app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_body_timeout_seconds)

@@ -75,6 +75,7 @@ def api_environment(topology: Topology, env: Mapping[str, str], replica: int) ->
         "API_HOST": topology.host,
         "API_PORT": str(topology.api_ports[replica - 1]),
         "REPLICA_NAME": f"api-{replica}",
+        "API_REPLICAS": str(topology.replicas),
         "POSTGRES_HOST": topology.host,
         "POSTGRES_PORT": str(topology.ports["postgres"]),
         "REDIS_HOST": topology.host,

@@ -36,7 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_seconds=settings.cache_ttl_seconds,
         retry_after_seconds=settings.cache_retry_after_seconds,
     )
-    app.state.metrics.watch_pool(engine)
+    app.state.metrics.watch_pool(engine, settings.db_max_overflow)
     # What start-up allocated (modules, routes, models) lives as long as the process: frozen out
     # of the collector's sight, every collection scans only what requests allocate. make bench
     # measured a tenth of the CPU of an uncached read going to the collector before this.
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = AppMetrics(settings.replica_name, http_enabled=settings.metrics_enabled)
+    app.state.metrics.export_capacity(settings.api_replicas)
     register_exception_handlers(app)
     for router in routers:
         app.include_router(router)

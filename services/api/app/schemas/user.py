@@ -1,13 +1,14 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.common import StrictInput, Text
+from app.schemas.email import Email
 
 
 class UserCreate(StrictInput):
-    email: Annotated[EmailStr, Field(max_length=254)]
+    email: Email
     name: Annotated[Text, Field(min_length=1, max_length=100)]
 
 

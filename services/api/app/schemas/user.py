@@ -12,13 +12,20 @@ class UserCreate(StrictInput):
     name: Annotated[Text, Field(min_length=1, max_length=100)]
 
 
-class UserPublic(BaseModel):
+class UserProfile(BaseModel):
+    """What anyone may see of a user: no email."""
+
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    email: str
     name: str
     created_at: datetime
+
+
+class UserPublic(UserProfile):
+    """What the user itself sees (GET /users/me)."""
+
+    email: str
 
 
 class UserCreated(UserPublic):

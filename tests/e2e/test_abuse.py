@@ -395,10 +395,6 @@ def test_a_stalled_client_is_cut_off_after_10_s_without_an_answer(
         assert received == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the API's whole-body deadline (docs/decisions/edge-hardening.md) is not there yet",
-)
 def test_a_body_slower_than_its_deadline_gets_a_408_problem(live_stack: EphemeralStack) -> None:
     """One byte a second never trips nginx's per-read timeout; the API's deadline must."""
     with socket.create_connection(("127.0.0.1", live_stack.topology.ports["nginx"])) as conn:

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     # Uvicorn waits this long for in-flight requests after SIGTERM before closing pools.
     shutdown_grace_seconds: Annotated[int, Field(gt=0, le=120)] = 20
+    # Replicas the deployment runs (exported as api_replicas_expected, for the replica alerts).
+    api_replicas: Annotated[int, Field(ge=1, le=64)] = 3
+    # A request body not complete this long after its header gets a 408 (app.body_deadline);
+    # nginx's own body timeout is per read, so a trickled body is only cut off here.
+    request_body_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
 
     database_url: SecretStr | None = None
     postgres_host: str = "127.0.0.1"

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -80,8 +81,18 @@ async def get_current_user(
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
-ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The item's id.")]
-UserId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The user's id.")]
+
+def _canonical_id(value: object) -> object:
+    """An id in a path is spelled one way: pydantic's lax int would take `01`, `+1`, ` 1`, `1.0`
+    and `1_0` (item 10) too, so one resource had many URLs (and cache keys, and log paths)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and value[0] != "0"):
+        raise ValueError("an id is a positive integer in canonical form: digits, no leading zero")
+    return value
+
+
+_CANONICAL_ID = BeforeValidator(_canonical_id)
+ItemId = Annotated[int, _CANONICAL_ID, Path(ge=1, le=2**63 - 1, description="The item's id.")]
+UserId = Annotated[int, _CANONICAL_ID, Path(ge=1, le=2**63 - 1, description="The user's id.")]
 
 
 async def get_owned_item(item_id: ItemId, session: SessionDep, user: CurrentUser) -> Item:

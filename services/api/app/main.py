@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.body_deadline import BodyDeadlineMiddleware
 from app.cache import ItemCache, create_redis
 from app.config import Settings, get_settings
 from app.database import Reader, create_engine, create_session_factory
 from app.errors import register_exception_handlers
+from app.head import HeadAsGetMiddleware
 from app.idempotency import clean_expired_keys
 from app.observability.logging import configure_logging
 from app.observability.metrics import AppMetrics
@@ -37,7 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_seconds=settings.cache_ttl_seconds,
         retry_after_seconds=settings.cache_retry_after_seconds,
     )
-    app.state.metrics.watch_pool(engine)
+    app.state.metrics.watch_pool(engine, settings.db_max_overflow)
     cleaner = asyncio.create_task(
         clean_expired_keys(
             app.state.session_factory,
@@ -85,10 +87,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = AppMetrics(settings.replica_name, http_enabled=settings.metrics_enabled)
+    app.state.metrics.export_capacity(settings.api_replicas)
     register_exception_handlers(app)
     for router in routers:
         app.include_router(router)
+    # Innermost: routing sees a HEAD as the GET; the metrics and the access log outside it
+    # record HEAD.
+    app.add_middleware(HeadAsGetMiddleware)
     app.state.metrics.install(app)
+    # Inside RequestContextMiddleware: a 408 for a slow body has the request id and is logged.
+    app.add_middleware(BodyDeadlineMiddleware, seconds=settings.request_body_timeout_seconds)
     # Added last so it is the outermost user middleware: the request id exists for everything,
     # the instrumentator's metrics middleware included.
     app.add_middleware(RequestContextMiddleware)

@@ -27,6 +27,7 @@ _DESCRIPTIONS: dict[int | str, str] = {
     403: "Not allowed for this token",
     404: "No such resource",
     409: "Conflicts with the current state (a taken email, say)",
+    408: "The body did not arrive within REQUEST_BODY_TIMEOUT_SECONDS of the header",
     412: "If-Match does not match the current version",
     415: "The body is not application/json",
     422: "A value is invalid; `errors` names each field",

@@ -14,7 +14,9 @@ match no route share `handler="none"`, so a scanner cannot create a series per p
 FastAPI runs in its thread pool (see `AppMetrics.expose`).
 """
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import (
@@ -30,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
+from prometheus_fastapi_instrumentator.metrics import Info
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
@@ -69,6 +72,41 @@ class PoolCollector(Collector):
         )
 
 
+# The 5xx statuses the API itself answers (500 unexpected, 503 database unavailable): their series
+# exist from start-up, at 0, for every route and method.
+PRECREATED_STATUSES = ("500", "503")
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch"})
+
+
+def _requests_counter(app: FastAPI, registry: CollectorRegistry) -> Callable[[Info], None]:
+    """http_requests_total{handler,method,status}, as the instrumentator's own `requests()` makes
+    it, with the 5xx series that alerts depend on created at 0 before the first request.
+
+    A series born at its first 503 starts at 1, and rate() sees no increase in it: three 503s
+    left the 5m SLI at 1 (issue 16 #3). Created here, the first error is an increase.
+    """
+    counter = Counter(
+        "http_requests_total",
+        "Total number of requests by method, status and handler.",
+        ["handler", "method", "status"],
+        registry=registry,
+    )
+    # The OpenAPI document is the public list of every route's template and methods (included
+    # routers are nested in app.routes); what it leaves out (/metrics, /docs) is not alerted on.
+    for path, operations in app.openapi().get("paths", {}).items():
+        if any(re.match(pattern, path) for pattern in EXCLUDED_HANDLERS):
+            continue
+        for method in operations:
+            if method in _HTTP_METHODS:
+                for status in PRECREATED_STATUSES:
+                    counter.labels(path, method.upper(), status)
+
+    def count(info: Info) -> None:
+        counter.labels(info.modified_handler, info.method, info.modified_status).inc()
+
+    return count
+
+
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
     """Record the HTTP series for every request `app` serves, into `registry`."""
     Instrumentator(
@@ -78,11 +116,22 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         excluded_handlers=EXCLUDED_HANDLERS,
         registry=registry,
     ).add(
-        http_metrics.requests(registry=registry),
+        _requests_counter(app, registry),
         http_metrics.latency(
             buckets=LATENCY_BUCKETS, should_include_status=False, registry=registry
         ),
     ).instrument(app)
+
+
+def memory_limit_bytes(path: Path = Path("/sys/fs/cgroup/memory.max")) -> int | None:
+    """The cgroup v2 memory limit, None when there is none ("max") or no cgroup v2 to read
+    (native runs on a host without a per-replica cgroup): then the series is absent, and the
+    memory alert has nothing to compare against, rather than comparing against 0."""
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return None
+    return int(value) if value.isdigit() else None
 
 
 class AppMetrics:
@@ -115,8 +164,27 @@ class AppMetrics:
         )  # fmt: skip
         build_info.labels(__version__, replica).set(1)
 
-    def watch_pool(self, engine: AsyncEngine) -> None:
+    def watch_pool(self, engine: AsyncEngine, max_overflow: int) -> None:
         self.registry.register(PoolCollector(engine))
+        # The pool's ceiling is size + max_overflow: saturation is drawn against it.
+        Gauge(
+            "api_db_pool_max_overflow", "Connections the pool may open beyond its size.",
+            registry=self.registry,
+        ).set(max_overflow)  # fmt: skip
+
+    def export_capacity(self, replicas_expected: int) -> None:
+        """What capacity alerts compare against: the replicas there should be (API_REPLICAS;
+        with DNS discovery a crashed replica leaves no `up` series to go to 0) and this
+        process's memory limit."""
+        Gauge(
+            "api_replicas_expected", "Replicas configured (API_REPLICAS).", registry=self.registry
+        ).set(replicas_expected)
+        limit = memory_limit_bytes()
+        if limit is not None:
+            Gauge(
+                "api_memory_limit_bytes", "The cgroup v2 memory limit of this replica.",
+                registry=self.registry,
+            ).set(limit)  # fmt: skip
 
     def install(self, app: FastAPI) -> None:
         """Serve /metrics, and record the HTTP series unless they are turned off."""

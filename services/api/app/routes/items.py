@@ -25,8 +25,8 @@ router = APIRouter(prefix="/items", tags=["items"], responses=problem_responses(
 
 JSON = "application/json"
 _AUTH_ERRORS = problem_responses(401, 403, 404, s403="Not the item's owner", s404="No such item")
-# Routes that read a JSON body: unparseable (400) or not JSON at all (415).
-_BODY_ERRORS = problem_responses(400, 415)
+# Routes that read a JSON body: unparseable (400), too slow to arrive (408) or not JSON (415).
+_BODY_ERRORS = problem_responses(400, 408, 415)
 # A write with an Idempotency-Key whose first request is still running.
 _KEY_IN_USE = problem_responses(409, s409="The Idempotency-Key's first request is still running")
 _IF_MATCH_DESCRIPTION = (

@@ -1,8 +1,7 @@
 import logging
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -10,8 +9,7 @@ from app.cache import ItemCache
 from app.deps import AnonymousIdempotency, CacheDep, CurrentUser, SessionDep, UserId
 from app.errors import ConflictError, ForbiddenError, NotFoundError, problem_responses
 from app.models import Item, User
-from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
-from app.schemas.user import UserCreate, UserCreated, UserPublic
+from app.schemas.user import UserCreate, UserCreated, UserProfile, UserPublic
 from app.security import hash_token, new_token
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(422, "default"))
@@ -29,6 +27,7 @@ _INVALIDATION_BUDGET_SECONDS = 1.0
     response_model=UserCreated,
     responses=problem_responses(
         400,
+        408,
         409,
         415,
         s409="A user with this email exists, or the Idempotency-Key's first request is running",
@@ -47,7 +46,8 @@ async def create_user(
         await session.flush()
     except IntegrityError as exc:
         await session.rollback()
-        raise ConflictError(f"A user with email {body.email.lower()} already exists.") from exc
+        # The address is not repeated: the answer should tell a prober no more than it must.
+        raise ConflictError("A user with this email already exists.") from exc
     created = UserCreated(
         id=user.id, email=user.email, name=user.name, created_at=user.created_at, token=token
     )
@@ -64,30 +64,24 @@ async def create_user(
     return response
 
 
-@router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))
-async def get_user(user_id: UserId, session: SessionDep) -> UserPublic:
-    user = await session.get(User, user_id)
-    if user is None:
-        raise NotFoundError(f"User {user_id} does not exist.")
+# Declared before /{user_id}, which would otherwise take "me" (and refuse it as an id).
+@router.get(
+    "/me",
+    summary="The caller's own user, email included",
+    responses=problem_responses(401),
+)
+async def get_me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.get("")
-async def list_users(
-    session: SessionDep,
-    limit: Annotated[PageLimit, Query()] = DEFAULT_PAGE_SIZE,
-    cursor: Annotated[PageCursor, Query()] = None,
-) -> Page[UserPublic]:
-    query = select(User).order_by(User.id).limit(limit + 1)
-    if cursor is not None:
-        query = query.where(User.id > cursor)
-    users = list(await session.scalars(query))
-    has_more = len(users) > limit
-    users = users[:limit]
-    return Page[UserPublic](
-        data=[UserPublic.model_validate(u) for u in users],
-        next_cursor=users[-1].id if has_more else None,
-    )
+# Another user's profile has no email, and there is no listing of users: emails go only to their
+# owner (issue 15 'User enumeration'; GET /users listed every address to anyone).
+@router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))
+async def get_user(user_id: UserId, session: SessionDep) -> UserProfile:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"User {user_id} does not exist.")
+    return UserProfile.model_validate(user)
 
 
 async def _invalidate(cache: ItemCache, user_id: int, item_ids: list[int]) -> None:

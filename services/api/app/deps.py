@@ -19,7 +19,6 @@ from app.database import Reader
 from app.errors import ForbiddenError, NotFoundError, UnauthorizedError
 from app.idempotency import (
     HEADER_DESCRIPTION,
-    MAX_HEADER_LENGTH,
     SF_STRING_PATTERN,
     Idempotency,
     fingerprint,
@@ -113,8 +112,6 @@ OwnedItem = Annotated[Item, Depends(get_owned_item)]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
-        min_length=3,
-        max_length=MAX_HEADER_LENGTH,
         pattern=SF_STRING_PATTERN,
         description=HEADER_DESCRIPTION,
     ),
@@ -123,7 +120,7 @@ IdempotencyKeyHeader = Annotated[
 
 async def _idempotency(request: Request, header: str | None, scope: str) -> Idempotency:
     settings = request.app.state.settings
-    key = None if header is None else parse_key(header)
+    key = parse_key(header)
     # FastAPI has read the body already (it is cached on the request): no second read.
     body = await request.body() if key is not None else b""
     return Idempotency(

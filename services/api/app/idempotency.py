@@ -40,8 +40,11 @@ logger = logging.getLogger("app.idempotency")
 REPLAYED_HEADER = "Idempotent-Replayed"
 # RFC 8941 sf-string with at least one character: printable ASCII in double quotes, `"` and `\`
 # escaped with `\`. The key is what is inside; 255 characters of it at most.
-SF_STRING_PATTERN = r'^"(?:[\x20\x21\x23-\x5B\x5D-\x7E]|\\["\\])+"$'
-MAX_HEADER_LENGTH = 257
+# An RFC 8941 sf-string holding 1-255 key characters (an escape pair is one), or nothing. The
+# spaces or tabs around it are the field's OWS (RFC 9110 5.5), and an empty field is no key: nginx
+# forwards no empty header, so a replica behind it can never tell an empty key from none. The
+# document says so rather than promise refusals nobody could observe.
+SF_STRING_PATTERN = r'^[ \t]*(?:"(?:[\x20\x21\x23-\x5B\x5D-\x7E]|\\["\\]){1,255}")?[ \t]*$'
 _ESCAPE = re.compile(r'\\(["\\])')
 HEADER_DESCRIPTION = (
     "Makes a retry of this write safe (IETF draft 'The Idempotency-Key HTTP Header Field'): an "
@@ -65,9 +68,11 @@ class IdempotencyKeyInUseError(ConflictError):
     slug = "idempotency-key-in-use"
 
 
-def parse_key(header: str) -> str:
-    """The key inside an sf-string the header's pattern has already accepted."""
-    return _ESCAPE.sub(r"\1", header[1:-1])
+def parse_key(header: str | None) -> str | None:
+    """The key inside an sf-string the header's pattern has already accepted; an empty field is
+    no key, as it is through nginx."""
+    value = (header or "").strip(" \t")
+    return _ESCAPE.sub(r"\1", value[1:-1]) if value else None
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:

@@ -65,6 +65,9 @@ async def test_nul_is_a_422_naming_the_field(
         ("OPTIONS", "/users/1", "DELETE, GET, HEAD"),
         ("PUT", "/items/1", "DELETE, GET, HEAD, PATCH"),
         ("DELETE", "/items", "GET, HEAD, POST"),
+        # A concrete path wins over the template that also matches it, as in OpenAPI.
+        ("OPTIONS", "/users/me", "GET, HEAD"),
+        ("DELETE", "/users/me", "GET, HEAD"),
     ],
 )
 async def test_405_allow_lists_every_method_of_the_path(

@@ -22,12 +22,13 @@ class AllowedMethods:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._table: list[tuple[re.Pattern[str], set[str]]] | None = None
+        self._table: list[tuple[re.Pattern[str], int, set[str]]] | None = None
 
-    def _build(self) -> list[tuple[re.Pattern[str], set[str]]]:
+    def _build(self) -> list[tuple[re.Pattern[str], int, set[str]]]:
         return [
             (
                 re.compile("^" + re.sub(r"\\\{[^/}]+\\\}", "[^/]+", re.escape(path)) + "$"),
+                path.count("{"),
                 {method.upper() for method in operations if method in _HTTP_METHODS},
             )
             for path, operations in self.app.openapi().get("paths", {}).items()
@@ -36,9 +37,13 @@ class AllowedMethods:
     def of(self, path: str) -> str | None:
         if self._table is None:
             self._table = self._build()
+        # As OpenAPI matches paths: a concrete path wins over a templated one that also matches
+        # (/users/me is not /users/{user_id}), so only the least templated matches count.
+        matches = [(params, ops) for pattern, params, ops in self._table if pattern.match(path)]
+        fewest = min((params for params, _ in matches), default=0)
         methods: set[str] = set()
-        for pattern, operations in self._table:
-            if pattern.match(path):
+        for params, operations in matches:
+            if params == fewest:
                 methods |= operations
         if "GET" in methods:
             methods.add("HEAD")

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from stack.config.nginx import nginx_command
 from stack.config.supervisor import LOG_UMASK
@@ -90,6 +91,19 @@ def supervisorctl(dirs: StackDirs, *args: str, check: bool = True) -> str:
             f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}\n{tails}".rstrip()
         )
     return result.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only its parent's wait is left.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    return False
 
 
 def supervisord_pid(dirs: StackDirs) -> int | None:
@@ -274,8 +288,10 @@ def down(dirs: StackDirs) -> None:
         return
     # Stops every program (each with its own grace period, signals to the whole group).
     supervisorctl(dirs, "shutdown", check=False)
+    # supervisord removes its pidfile before the process is gone: wait for the process itself,
+    # so nothing of the stack is still running when `make down` returns.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and supervisord_pid(dirs) is not None:
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
-    if supervisord_pid(dirs) is not None:
+    if _alive(pid):
         raise StackError(f"supervisord (pid {pid}) did not stop within 120 s")

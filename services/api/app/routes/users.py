@@ -1,10 +1,9 @@
 import logging
 import time
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
-from starlette.convertors import StringConvertor, register_url_convertor
 
 from app.cache import ItemCache
 from app.deps import AnonymousIdempotency, CacheDep, CurrentUser, SessionDep, UserId
@@ -12,17 +11,6 @@ from app.errors import ConflictError, ForbiddenError, NotFoundError, problem_res
 from app.models import Item, User
 from app.schemas.user import UserCreate, UserCreated, UserProfile, UserPublic
 from app.security import hash_token, new_token
-
-
-class _UserIdSegment(StringConvertor):
-    """Any segment but `me`: /users/me is its own resource, so DELETE /users/me is a 405 listing
-    what /users/me allows (as the OpenAPI document says), not a 422 for the id "me". Ids that
-    are not canonical still reach the route and get their 422 (app.deps.UserId)."""
-
-    regex = "(?!me$)[^/]+"
-
-
-register_url_convertor("user_id", _UserIdSegment())
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(422, "default"))
 logger = logging.getLogger("app.users")
@@ -86,9 +74,17 @@ async def get_me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
+# /users/me is its own resource and allows only GET (and HEAD): without this, DELETE /users/me
+# would fall through to DELETE /users/{user_id} and be a 422 for the id "me", not the 405 the
+# OpenAPI document promises. Out of the document: it adds no operation, only refuses one.
+@router.delete("/me", include_in_schema=False)
+async def delete_me() -> None:
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
+
+
 # Another user's profile has no email, and there is no listing of users: emails go only to their
 # owner (issue 15 'User enumeration'; GET /users listed every address to anyone).
-@router.get("/{user_id:user_id}", responses=problem_responses(404, s404="No such user"))
+@router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))
 async def get_user(user_id: UserId, session: SessionDep) -> UserProfile:
     user = await session.get(User, user_id)
     if user is None:
@@ -109,7 +105,7 @@ async def _invalidate(cache: ItemCache, user_id: int, item_ids: list[int]) -> No
 
 
 @router.delete(
-    "/{user_id:user_id}",
+    "/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete your own user and, with it, every item it owns",
     responses=problem_responses(401, 403, s403="The token belongs to another user"),

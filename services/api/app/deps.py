@@ -121,8 +121,11 @@ IdempotencyKeyHeader = Annotated[
 async def _idempotency(request: Request, header: str | None, scope: str) -> Idempotency:
     settings = request.app.state.settings
     key = parse_key(header)
+    if key is None:
+        # No key, nothing to compare: writes without one pay for no hashing.
+        return Idempotency(None, scope, "", settings.idempotency_key_ttl_seconds)
     # FastAPI has read the body already (it is cached on the request): no second read.
-    body = await request.body() if key is not None else b""
+    body = await request.body()
     return Idempotency(
         key,
         scope,

@@ -7,8 +7,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from app.errors.problem import problem_response, reason_phrase
-
-_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+from app.openapi_operations import operations
 
 
 class AllowedMethods:
@@ -29,9 +28,9 @@ class AllowedMethods:
             (
                 re.compile("^" + re.sub(r"\\\{[^/}]+\\\}", "[^/]+", re.escape(path)) + "$"),
                 path.count("{"),
-                {method.upper() for method in operations if method in _HTTP_METHODS},
+                methods,
             )
-            for path, operations in self.app.openapi().get("paths", {}).items()
+            for path, methods in operations(self.app)
         ]
 
     def of(self, path: str) -> str | None:
@@ -42,9 +41,9 @@ class AllowedMethods:
         matches = [(params, ops) for pattern, params, ops in self._table if pattern.match(path)]
         fewest = min((params for params, _ in matches), default=0)
         methods: set[str] = set()
-        for params, operations in matches:
+        for params, allowed in matches:
             if params == fewest:
-                methods |= operations
+                methods |= allowed
         if "GET" in methods:
             methods.add("HEAD")
         return ", ".join(sorted(methods)) or None

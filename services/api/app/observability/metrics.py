@@ -38,6 +38,7 @@ from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
 from app import __version__
+from app.openapi_operations import operations
 
 # Fine around the API's normal 1-50 ms and still resolving p99 up to 5 s.
 LATENCY_BUCKETS = (
@@ -75,7 +76,6 @@ class PoolCollector(Collector):
 # The 5xx statuses the API itself answers (500 unexpected, 503 database unavailable): their series
 # exist from start-up, at 0, for every route and method.
 PRECREATED_STATUSES = ("500", "503")
-_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch"})
 
 
 def _requests_counter(app: FastAPI, registry: CollectorRegistry) -> Callable[[Info], None]:
@@ -91,15 +91,13 @@ def _requests_counter(app: FastAPI, registry: CollectorRegistry) -> Callable[[In
         ["handler", "method", "status"],
         registry=registry,
     )
-    # The OpenAPI document is the public list of every route's template and methods (included
-    # routers are nested in app.routes); what it leaves out (/metrics, /docs) is not alerted on.
-    for path, operations in app.openapi().get("paths", {}).items():
+    # What the document leaves out (/metrics, /docs) is not alerted on.
+    for path, methods in operations(app):
         if any(re.match(pattern, path) for pattern in EXCLUDED_HANDLERS):
             continue
-        for method in operations:
-            if method in _HTTP_METHODS:
-                for status in PRECREATED_STATUSES:
-                    counter.labels(path, method.upper(), status)
+        for method in methods:
+            for status in PRECREATED_STATUSES:
+                counter.labels(path, method, status)
 
     def count(info: Info) -> None:
         counter.labels(info.modified_handler, info.method, info.modified_status).inc()

@@ -40,6 +40,13 @@ def add_options(parser: Any, **_: Any) -> None:
         help="bind each user to its own 127.x.y.z address (python -m loadtest decides)",
     )
     parser.add_argument(
+        "--ca-file",
+        default="",
+        env_var="LOADTEST_LOCUST_CA",
+        help="CA certificate an https:// host is checked against (python -m loadtest decides); "
+        "empty: the system's",
+    )
+    parser.add_argument(
         "--seed-file",
         default="",
         env_var=KNOBS["seed_file"].env,

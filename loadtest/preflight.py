@@ -172,12 +172,12 @@ def counted_requests(urls: dict[str, str]) -> float | None:
     return total
 
 
-def probe(host: str, urls: dict[str, str]) -> bool:
+def probe(host: str, urls: dict[str, str], ca: Path | None = None) -> bool:
     """Whether requests sent to `host` are counted by the replicas Prometheus scrapes."""
     before = counted_requests(urls)
     for _ in range(PROBES):
         with contextlib.suppress(HttpError):
-            call("GET", f"{host}/items?limit=1", timeout=5)
+            call("GET", f"{host}/items?limit=1", timeout=5, ca=ca)
     after = counted_requests(urls)
     return before is not None and after is not None and after - before >= PROBES
 
@@ -220,7 +220,7 @@ class Ready:
 def check(settings: Settings, prometheus: Prometheus) -> Ready:
     """Raise PreflightError on what would make the run meaningless."""
     try:
-        live = call("GET", f"{settings.host}/health/live", timeout=5).status
+        live = call("GET", f"{settings.host}/health/live", timeout=5, ca=settings.ca).status
     except HttpError as exc:
         raise PreflightError(
             f"nothing answers at {settings.host} ({exc}): is the stack up? (make up)"
@@ -254,7 +254,7 @@ def check(settings: Settings, prometheus: Prometheus) -> Ready:
     notes.append(load.describe())
     if load.refusals():
         raise PreflightError(" ".join(load.refusals()))
-    if urls is not None and not probe(settings.host, urls):
+    if urls is not None and not probe(settings.host, urls, settings.ca):
         raise PreflightError(
             f"the API replicas that Prometheus at {prometheus.url} scrapes did not count "
             f"{PROBES} requests sent to {settings.host}: HOST is not the stack this Prometheus "

@@ -58,6 +58,7 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
     workers = f"{settings.workers}{' (containers)' if settings.external_workers else ''}"
     return {
         "host": settings.host,
+        **({"trusted CA": str(settings.ca)} if settings.ca else {}),
         "users": settings.users,
         "spawn rate (users/s)": settings.spawn_rate,
         "duration": settings.duration,
@@ -79,7 +80,7 @@ def _seed(settings: Settings, folder: Path, echo: Echo) -> Path:
         shutil.copyfile(settings.seed_file, target)
         echo(f"reusing the data set in {settings.seed_file}")
     else:
-        create_data(settings.host, settings.items, settings.owners, echo).save(target)
+        create_data(settings.host, settings.items, settings.owners, echo, settings.ca).save(target)
     return target
 
 

@@ -11,8 +11,10 @@ does not.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from locust import FastHttpUser, task
@@ -39,6 +41,17 @@ def data() -> DataSet:
     return _data
 
 
+def trusting(ca: str) -> Callable[..., ssl.SSLContext]:
+    """An SSL context factory for geventhttpclient that trusts `ca` alone, whatever CA file it
+    is asked to load (it passes its bundled certifi's). Importing Locust has monkeypatched ssl,
+    so the context is gevent's, as geventhttpclient's own default is."""
+
+    def factory(**_: Any) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=ca)
+
+    return factory
+
+
 class ApiUser(FastHttpUser):
     abstract = True
     # A stalled answer is a failure of the run, not a user stuck for a minute.
@@ -47,6 +60,11 @@ class ApiUser(FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         options = environment.parsed_options
+        # Locust's FastHttpUser checks no certificate by default; here an https:// target's is
+        # checked (host name and chain), against --ca-file or the system's trust store.
+        self.insecure = False
+        if options is not None and options.ca_file:
+            self.ssl_context_factory = trusting(options.ca_file)
         if options is not None and options.spread_sources == "on":
             worker_index = int(getattr(environment.runner, "worker_index", 0))
             self.client_pool = SourceBoundClientPool(
@@ -55,6 +73,7 @@ class ApiUser(FastHttpUser):
                 network_timeout=self.network_timeout,
                 connection_timeout=self.connection_timeout,
                 insecure=self.insecure,
+                ssl_context_factory=self.ssl_context_factory,
             )
         super().__init__(environment)
         self.rng = random.Random()  # noqa: S311 - traffic shape, not a secret

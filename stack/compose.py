@@ -38,6 +38,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Every host port docker-compose.yml publishes, by the variable that sets it.
 PUBLISHED = (
     "NGINX_PORT",
+    "NGINX_TLS_PORT",
     "PROMETHEUS_PORT",
     "ALERTMANAGER_PORT",
     "GRAFANA_PORT",
@@ -232,6 +233,10 @@ class ComposeStack(LiveStack):
     @property
     def nginx_port(self) -> int:
         return int(self.settings["NGINX_PORT"])
+
+    @property
+    def https(self) -> str:
+        return f"https://127.0.0.1:{self.settings['NGINX_TLS_PORT']}"
 
     @property
     def monitoring_plane(self) -> Monitoring:

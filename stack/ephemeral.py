@@ -22,6 +22,7 @@ from stack.monitoring import Monitoring
 from stack.paths import REPO_ROOT
 from stack.procs import free_block, free_ports, port_open
 from stack.running import LiveStack
+from stack.servers import postgres_bindir
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.
@@ -107,6 +108,10 @@ class EphemeralStack(LiveStack):
     @property
     def env_file(self) -> str:
         return str(self.data_dir / ".env")
+
+    @property
+    def https(self) -> str:
+        return f"https://{self.topology.address('nginx-tls')}"
 
     def replica_url(self, replica: int) -> str:
         return f"http://{self.topology.api_addresses[replica - 1]}"

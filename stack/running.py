@@ -15,6 +15,7 @@ import subprocess
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -24,6 +25,7 @@ from stack.monitoring import Monitoring, Result
 from stack.monitoring_auth import SETTING, USER
 from stack.paths import REPO_ROOT
 from stack.servers import postgres_bindir
+from stack.tls import tls_dir
 
 Rows = list[list[str]]
 
@@ -49,6 +51,11 @@ class LiveStack(Protocol):
     @property
     @abstractmethod
     def nginx_port(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def https(self) -> str:
+        """nginx's HTTPS entry (HTTP/2), as a client on this machine reaches it."""
 
     @property
     @abstractmethod
@@ -120,6 +127,12 @@ class LiveStack(Protocol):
         """The conf.d/http.conf nginx runs with (rate and connection limits)."""
 
     # --- the same for both --------------------------------------------------------------------
+
+    @property
+    def ca(self) -> Path:
+        """The local CA `make up` made for this stack (its settings name no certificate): what a
+        client trusts, as `curl --cacert` does."""
+        return tls_dir(Path(self.env_file)) / "ca.crt"
 
     @property
     def prometheus(self) -> str:

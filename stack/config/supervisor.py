@@ -24,7 +24,9 @@ API_SETTINGS = frozenset({
     "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT_SECONDS", "DB_CONNECT_TIMEOUT_SECONDS",
     "DB_STATEMENT_TIMEOUT_MS", "REDIS_SOCKET_TIMEOUT_SECONDS", "CACHE_TTL_SECONDS",
     "CACHE_RETRY_AFTER_SECONDS", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
-    "REDIS_PASSWORD", "METRICS_ENABLED",
+    "REDIS_PASSWORD", "METRICS_ENABLED", "REQUEST_BODY_TIMEOUT_SECONDS",
+    "IDEMPOTENCY_KEY_TTL_SECONDS",
+    "IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS",
 })  # fmt: skip
 
 
@@ -90,6 +92,7 @@ def api_environment(topology: Topology, env: Mapping[str, str], replica: int) ->
         "API_HOST": topology.host,
         "API_PORT": str(topology.api_ports[replica - 1]),
         "REPLICA_NAME": f"api-{replica}",
+        "API_REPLICAS": str(topology.replicas),
         "POSTGRES_HOST": topology.host,
         "POSTGRES_PORT": str(topology.ports["postgres"]),
         "REDIS_HOST": topology.host,

@@ -13,7 +13,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+from stack.config.nginx import nginx_command
 from stack.config.supervisor import LOG_UMASK
 from stack.monitoring_auth import BasicAuth
 from stack.native.dirs import StackDirs
@@ -21,6 +23,7 @@ from stack.native.render import render_all
 from stack.paths import API_DIR, data_root
 from stack.procs import ServerError, port_open
 from stack.servers import PostgresServer, postgres_bindir
+from stack.tls import TlsEntry
 from stack.topology import Topology
 
 # Binary → Debian package that provides it.
@@ -88,6 +91,19 @@ def supervisorctl(dirs: StackDirs, *args: str, check: bool = True) -> str:
             f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}\n{tails}".rstrip()
         )
     return result.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only its parent's wait is left.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    return False
 
 
 def supervisord_pid(dirs: StackDirs) -> int | None:
@@ -164,12 +180,13 @@ def migrate(topology: Topology, env: Mapping[str, str]) -> None:
         raise StackError(f"migrations failed:\n{result.stdout}{result.stderr}")
 
 
-def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
+def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs, tls: TlsEntry) -> None:
+    """tls: the HTTPS entry, checked by stack.tls.prepare before anything here starts."""
     as_root = os.geteuid() == 0
     credential = BasicAuth.from_env(env)
     auth = credential.header if credential else {}
     dirs.root.mkdir(parents=True, exist_ok=True)
-    render_all(topology, env, dirs, as_root=as_root)
+    render_all(topology, env, dirs, tls=tls, as_root=as_root)
     postgres = _postgres(topology, env, dirs)
     fresh = not (postgres.data_dir / "PG_VERSION").exists()
     if fresh:
@@ -228,6 +245,16 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     _wait("prometheus", _ready(topology, "prometheus", auth), dirs, "prometheus")
 
 
+def check_nginx(dirs: StackDirs) -> None:
+    """`nginx -t` on the rendered configuration (certificate and key included)."""
+    result = subprocess.run(
+        nginx_command(dirs.nginx, test=True), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise StackError(f"nginx refuses its configuration:\n{result.stderr.strip()}")
+
+
 def start_replicas(topology: Topology, dirs: StackDirs) -> None:
     """Start every API replica and wait until each is ready (it reaches PostgreSQL)."""
     supervisorctl(dirs, "start", "api:*")
@@ -261,8 +288,10 @@ def down(dirs: StackDirs) -> None:
         return
     # Stops every program (each with its own grace period, signals to the whole group).
     supervisorctl(dirs, "shutdown", check=False)
+    # supervisord removes its pidfile before the process is gone: wait for the process itself,
+    # so nothing of the stack is still running when `make down` returns.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and supervisord_pid(dirs) is not None:
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
-    if supervisord_pid(dirs) is not None:
+    if _alive(pid):
         raise StackError(f"supervisord (pid {pid}) did not stop within 120 s")

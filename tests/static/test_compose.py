@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
+from stack.config.nginx import COMPOSE_CERTIFICATE, COMPOSE_KEY
 from stack.config.prometheus import COMPOSE_AUTH_PATH
 from stack.monitoring_auth import RENDER_SCRIPT, USER
 from stack.paths import REPO_ROOT
@@ -218,7 +219,7 @@ def test_only_nginx_and_the_monitoring_uis_publish_ports(resolved: dict[str, Any
         if service.get("ports")
     }
     assert published == {
-        "nginx": [("8080", 8080)],
+        "nginx": [("8080", 8080), ("8443", 8443)],
         "prometheus": [("9090", 9090)],
         "alertmanager": [("9093", 9093)],
         "grafana": [("3000", 3000)],
@@ -230,7 +231,10 @@ def test_only_nginx_and_the_monitoring_uis_publish_ports(resolved: dict[str, Any
 
 def test_host_ports_come_from_env(raw: dict[str, Any]) -> None:
     services = raw["services"]
-    assert services["nginx"]["ports"] == ["${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_PORT:-8080}:8080"]
+    assert services["nginx"]["ports"] == [
+        "${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_PORT:-8080}:8080",
+        "${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_TLS_PORT:-8443}:8443",
+    ]
     for name, variable, port in [
         ("prometheus", "PROMETHEUS_PORT", 9090),
         ("alertmanager", "ALERTMANAGER_PORT", 9093),
@@ -385,12 +389,41 @@ def test_nginx_mounts_the_shared_config_and_compose_includes(resolved: dict[str,
         Path(mounts["/etc/nginx/nginx.conf"]["source"]) == REPO_ROOT / "services/nginx/nginx.conf"
     )
     assert Path(mounts["/etc/nginx/conf.d"]["source"]) == REPO_ROOT / "services/nginx/compose"
+    # Without the variables `make up` exports: the local CA's files beside .env.
+    local = REPO_ROOT / ".data" / "tls"
+    assert Path(mounts["/etc/nginx/entry"]["source"]) == local / "compose-entry"
+    assert Path(mounts[COMPOSE_CERTIFICATE]["source"]) == local / "server.crt"
+    assert Path(mounts[COMPOSE_KEY]["source"]) == local / "server.key"
     assert all(mount.get("read_only") for mount in mounts.values())
     command = resolved["services"]["nginx"]["command"]
     assert command[:3] == ["nginx", "-p", "/var/cache/nginx/"]
     # No pid override: `nginx -s reload` in the container must find the compiled-in pid file.
     assert not any("pid" in part for part in command)
     assert "/var/cache/nginx" in resolved["services"]["nginx"]["tmpfs"]
+
+
+def test_nginx_serves_the_certificate_and_entry_make_up_prepared(tmp_path: Path) -> None:
+    """What `make up` exports (python3 -m stack.tls compose-env) is what nginx mounts, and a
+    change of certificate or entry settings changes nginx's configuration, so `up` recreates it."""
+    exported = {
+        "NGINX_TLS_CERT": "/srv/tls/fullchain.pem",
+        "NGINX_TLS_KEY": "/srv/tls/privkey.pem",
+        "NGINX_TLS_ENTRY": "/srv/stack/.data/tls/compose-entry",
+        "NGINX_TLS_DIGEST": "0123456789abcdef",
+        "NGINX_TLS_PORT": "443",
+    }
+    result = compose_config(tmp_path, {**REQUIRED_ENV, **exported})
+    assert result.returncode == 0, result.stderr
+    nginx = json.loads(result.stdout)["services"]["nginx"]
+    mounts = {v["target"]: v["source"] for v in nginx["volumes"]}
+    assert mounts[COMPOSE_CERTIFICATE] == exported["NGINX_TLS_CERT"]
+    assert mounts[COMPOSE_KEY] == exported["NGINX_TLS_KEY"]
+    assert mounts["/etc/nginx/entry"] == exported["NGINX_TLS_ENTRY"]
+    assert nginx["environment"]["NGINX_TLS_DIGEST"] == exported["NGINX_TLS_DIGEST"]
+    assert [(p["published"], p["target"]) for p in nginx["ports"]][1] == ("443", 8443)
+    # The master reads the key as root without DAC_OVERRIDE; nothing else is added.
+    assert sorted(nginx["cap_add"]) == ["CHOWN", "DAC_READ_SEARCH", "SETGID", "SETUID"]
+    assert nginx["cap_drop"] == ["ALL"]
 
 
 def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from stack.monitoring_auth import RENDER_SCRIPT, SETTING, USER, MonitoringAuthEr
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
 from stack.paths import GRAFANA_DIR, PROMETHEUS_DIR, REPO_ROOT
+from stack.testing.nginx import throwaway_tls
 from stack.testing.tools import output, run_tool
 from stack.topology import Topology
 
@@ -200,7 +201,7 @@ def test_the_native_prometheus_reads_the_rendered_password(tmp_path: Path) -> No
         "REDIS_PASSWORD": "redis-test", SETTING: PASSWORD,
     }  # fmt: skip
     dirs = StackDirs(tmp_path)
-    render_all(Topology.from_env(env), env, dirs, as_root=False)
+    render_all(Topology.from_env(env), env, dirs, tls=throwaway_tls(), as_root=False)
     config_file = dirs.run / "prometheus.yml"
     blocks = _basic_auth_blocks(yaml.safe_load(config_file.read_text()))
     # Alerting, and the scrapes of Alertmanager, the Pushgateway and Prometheus itself.

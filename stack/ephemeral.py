@@ -22,7 +22,6 @@ from stack.monitoring import Monitoring
 from stack.paths import REPO_ROOT
 from stack.procs import free_block, free_ports, port_open
 from stack.running import LiveStack
-from stack.servers import postgres_bindir
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.

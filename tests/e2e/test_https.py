@@ -1,9 +1,9 @@
-"""HTTPS through the live native stack: the certificate `up` made with its local CA (no
-NGINX_TLS_CERT given), HTTP/2, and today's promises of the plain entry on the encrypted one; and a
-bad key that stops `make up` before anything starts.
+"""HTTPS through the live stack, on both runners: the certificate `make up` made with its local
+CA (no NGINX_TLS_CERT given), HTTP/2, old protocols and weak ciphers refused, and today's promises
+of the plain entry on the encrypted one; and a bad key that stops `make up` before anything starts.
 
-The TLS policy itself (protocols, ciphers, tickets, redirect and off modes) is tested against the
-real nginx binary in tests/static/test_nginx_tls.py; here it is the whole stack as `up` runs it.
+The whole TLS policy (tickets, stapling, redirect and off modes) is tested against the real nginx
+binary in tests/static/test_nginx_tls.py; here it is the stack as `make up` runs it.
 """
 
 from __future__ import annotations
@@ -15,28 +15,55 @@ import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from stack.compose import ComposeStack
+from stack.engine import Engine
 from stack.ephemeral import EphemeralStack
 from stack.paths import REPO_ROOT
+from stack.running import LiveStack
 from stack.testing.api import assert_problem, new_item, new_user
 from stack.testing.nginx import throwaway_certificate, tls_context
-from stack.testing.tls import curl, presented_fingerprint
+from stack.testing.tls import LEGACY_CLIENT, curl, handshake, presented_fingerprint
 from stack.tls import check_pair
 
 # nginx's own $request_id: 32 hex digits.
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def test_the_local_ca_is_made_and_its_certificate_served(live_stack: EphemeralStack) -> None:
+def _tls_port(stack: LiveStack) -> int:
+    port = urlsplit(stack.https).port
+    assert port is not None, stack.https
+    return port
+
+
+def test_the_local_ca_is_made_and_its_certificate_served(live_stack: LiveStack) -> None:
     certificate = live_stack.ca.with_name("server.crt")
     fingerprint, _ = check_pair(certificate, live_stack.ca.with_name("server.key"))
-    assert presented_fingerprint(live_stack.topology.ports["nginx-tls"]) == fingerprint
+    assert presented_fingerprint(_tls_port(live_stack)) == fingerprint
 
 
-def test_curl_with_the_ca_gets_200_over_http2(live_stack: EphemeralStack) -> None:
+@pytest.mark.parametrize("version", ["-tls1", "-tls1_1"])
+def test_tls_10_and_11_are_refused(live_stack: LiveStack, version: str) -> None:
+    """By the server: LEGACY_CLIENT lifts the client's own floor (tests/static/test_nginx_tls.py
+    shows the same client completing these handshakes with a permissive server)."""
+    refused = handshake(_tls_port(live_stack), version, *LEGACY_CLIENT)
+    assert not refused.ok, refused.output
+    assert "alert protocol version" in refused.output
+
+
+def test_a_weak_cipher_is_refused(live_stack: LiveStack) -> None:
+    refused = handshake(
+        _tls_port(live_stack), "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA@SECLEVEL=0"
+    )
+    assert not refused.ok, refused.output
+    assert "handshake failure" in refused.output
+
+
+def test_curl_with_the_ca_gets_200_over_http2(live_stack: LiveStack) -> None:
     answer = curl(f"{live_stack.https}/health/live", live_stack.ca, "--http2")
     assert (answer.status, answer.http_version) == (200, "2")
     assert GENERATED_ID.match(answer.headers["x-request-id"]), answer.headers
@@ -60,7 +87,7 @@ def test_curl_with_the_ca_gets_200_over_http2(live_stack: EphemeralStack) -> Non
         ("/health/ready", 404),
     ],
 )
-def test_problems_come_over_tls(live_stack: EphemeralStack, path: str, status: int) -> None:
+def test_problems_come_over_tls(live_stack: LiveStack, path: str, status: int) -> None:
     answer = curl(f"{live_stack.https}{path}", live_stack.ca, "--http2")
     assert (answer.status, answer.http_version) == (status, "2"), answer.body[:300]
     assert answer.headers["content-type"] == "application/problem+json"
@@ -71,7 +98,7 @@ def test_problems_come_over_tls(live_stack: EphemeralStack, path: str, status: i
     assert "nginx/" not in answer.body.decode()
 
 
-def test_writes_and_reads_over_https(live_stack: EphemeralStack) -> None:
+def test_writes_and_reads_over_https(live_stack: LiveStack) -> None:
     """A user and an item made over HTTPS are read back over plain HTTP: one API behind both."""
     trusted = tls_context(live_stack.ca)
     with httpx.Client(base_url=live_stack.https, verify=trusted, timeout=10) as tls:
@@ -107,6 +134,13 @@ def _loadtest(stack: EphemeralStack, folder: Path, *args: str) -> subprocess.Com
     )  # fmt: skip
 
 
+NATIVE_LOADTEST = (
+    "the load test from this machine's Python, its users on their own 127.x addresses; under "
+    "Compose it runs in containers (test_loadtest.py)"
+)
+
+
+@pytest.mark.native_only(reason=NATIVE_LOADTEST)
 def test_the_load_test_runs_over_https_trusting_the_local_ca(
     live_stack: EphemeralStack, tmp_path: Path
 ) -> None:
@@ -134,6 +168,7 @@ def test_the_load_test_runs_over_https_trusting_the_local_ca(
     assert len(addresses) >= 6, addresses
 
 
+@pytest.mark.native_only(reason=NATIVE_LOADTEST)
 def test_the_load_test_refuses_a_certificate_it_cannot_trust(
     live_stack: EphemeralStack, tmp_path: Path
 ) -> None:
@@ -174,10 +209,7 @@ def test_a_bad_key_stops_up_before_anything_starts(case: str, how: str) -> None:
         stack = EphemeralStack.prepare(Path(tmp), 1, **_broken_key(case, Path(tmp)))
         try:
             result = stack.make("up") if how == "make up" else stack.run("up", timeout=120)
-            assert result.returncode != 0, result.stdout
-            assert BROKEN[case] in result.stderr, result.stderr
-            assert "nothing was started" in result.stderr or how != "make up", result.stderr
-            assert "Traceback" not in result.stderr
+            _assert_refused(result, case, said_nothing_started=how == "make up")
             assert not (stack.data_dir / "stack" / "run" / "supervisord.pid").exists()
             assert stack.leftovers() == []
             assert stack.listening_ports() == []
@@ -185,3 +217,30 @@ def test_a_bad_key_stops_up_before_anything_starts(case: str, how: str) -> None:
             # Only if the check failed to stop it: leave nothing running.
             if stack.leftovers():
                 stack.run("down")
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_bad_key_stops_compose_up_before_anything_starts(
+    docker_engine: Engine, tmp_path: Path, case: str
+) -> None:
+    """`STACK=compose make up`: the same check before Compose is called, so no image is built
+    and no container, network or volume of the project exists afterwards."""
+    stack = ComposeStack.prepare(
+        tmp_path, docker_engine.env, replicas=1, settings=_broken_key(case, tmp_path)
+    )
+    try:
+        _assert_refused(stack.make("up", timeout=120), case, said_nothing_started=True)
+        assert stack.leftovers() == []
+    finally:
+        if stack.leftovers():
+            stack.make("clean", timeout=300)
+
+
+def _assert_refused(
+    result: subprocess.CompletedProcess[str], case: str, *, said_nothing_started: bool
+) -> None:
+    assert result.returncode != 0, result.stdout
+    assert BROKEN[case] in result.stderr, result.stderr
+    if said_nothing_started:
+        assert "nothing was started" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

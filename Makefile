@@ -99,20 +99,30 @@ engine:
 engine-stop:
 	python3 -m stack.engine stop
 
+# The certificate and key nginx serves over HTTPS (NGINX_TLS_CERT, NGINX_TLS_KEY), or the local
+# CA's made once when none is given, checked with the system's python3 and openssl before
+# anything starts, whichever runner then starts the stack (stack/tls).
+.PHONY: tls  ## Check the HTTPS certificate and key (make one for localhost if none is set)
+tls: $(ENV_FILE)
+	python3 -m stack.tls check
+
 .PHONY: up  ## Start the whole stack and wait until every service is healthy (STACK=compose|native)
-up: compose-engine $(ENV_FILE)
+up: $(ENV_FILE) tls compose-engine
 ifeq ($(STACK),compose)
+	tls_env="$$(python3 -m stack.tls compose-env)"; eval "$$tls_env"; \
 	services="$$($(UP_SERVICES))"; \
 	$(BACKUP_FOLDER); \
 	BACKUP_UID=$$(id -u) BACKUP_GID=$$(id -g) \
 		$(COMPOSE) up -d --build --wait --wait-timeout $(UP_TIMEOUT) $$services \
 		|| { status=$$?; $(COMPOSE_FAILURES); exit $$status; }
 	@. $(ENV_FILE); echo; \
-	echo "  API through nginx   http://127.0.0.1:$${NGINX_PORT:-8080}  (docs: /docs)"; \
+	echo "  API through nginx   http://127.0.0.1:$${NGINX_PORT:-8080}  (docs: /docs; NGINX_HTTP=$${NGINX_HTTP:-serve})"; \
+	echo "  API over HTTPS      https://127.0.0.1:$${NGINX_TLS_PORT:-8443}  (HTTP/2)"; \
 	if $(COMPOSE) ps --services --status running | grep -qx grafana; then \
 	echo "  Grafana             http://127.0.0.1:$${GRAFANA_PORT:-3000}  (anonymous viewer; admin password in .env)"; fi; \
 	echo "  Prometheus          http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/targets"; \
-	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"
+	echo "  Alertmanager        http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}"; \
+	echo "  (both: user monitoring, password MONITORING_PASSWORD in .env)"
 else
 	$(MAKE) system-deps install
 	$(NATIVE) up
@@ -140,6 +150,19 @@ ifeq ($(STACK),compose)
 	$(COMPOSE) logs -f --tail=100 $(SERVICE)
 else
 	$(NATIVE) logs $(SERVICE)
+endif
+
+# nginx: the certificate and key are checked first, then `nginx -t`, then a reload (new workers,
+# no dropped connection). Prometheus has no HTTP lifecycle endpoint (not even with the monitoring
+# password): SIGHUP. Natively the runner renders both configs again first.
+.PHONY: reload  ## nginx re-reads its config and certificate, Prometheus services/prometheus
+reload: $(ENV_FILE) tls compose-engine
+ifeq ($(STACK),compose)
+	tls_env="$$(python3 -m stack.tls compose-env)"; eval "$$tls_env"; \
+	$(COMPOSE) exec nginx nginx -t -q && $(COMPOSE) exec nginx nginx -s reload
+	$(COMPOSE) kill -s SIGHUP prometheus
+else
+	$(NATIVE) reload
 endif
 
 .PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
@@ -206,6 +229,11 @@ chaos: system-deps install
 bench: install
 	bash stack/system-deps.sh wrk
 	PROFILE='$(PROFILE)' timeout --kill-after=30 1020 $(RUN) python -m bench.run
+
+.PHONY: bench-tls  ## What TLS costs: the same GET over HTTP and HTTPS side by side (~6 min)
+bench-tls: install
+	bash stack/system-deps.sh wrk
+	timeout --kill-after=30 900 $(RUN) python -m bench.run --only tls
 
 .PHONY: clean-dev  ## Remove make dev's database and cache data
 clean-dev:

@@ -15,6 +15,8 @@ PYTHON = sys.executable
 CEILINGS = ("nginx", "bare", "hello")
 STACK_PATHS = ("cached", "uncached", "page", "create")
 METRICS_PAIR = ("metrics_off", "metrics_on")
+# The cached GET over plain HTTP and HTTPS side by side (bench/tls_rows.py).
+TLS = "tls"
 # Rows with a CPU-ratio target get RATIO_PAIRS (hello, path) pairs of runs; the median counts.
 RATIO_TARGETS = ("cached", "uncached")
 RATIO_PAIRS = 3
@@ -30,6 +32,7 @@ LABELS = {
     "create": "POST /items",
     "metrics_off": "GET /items/{id}, cached, METRICS_ENABLED=false",
     "metrics_on": "GET /items/{id}, cached, METRICS_ENABLED=true",
+    "tls": "GET /items/{id}, cached, plain HTTP beside HTTPS",
 }
 
 

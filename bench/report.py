@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.config import LABELS, RATIO_PAIRS, RESULTS_DIR, STACK_PATHS
 from bench.measure import Row
+from bench.tls_rows import tls_markdown
 
 Rows = Mapping[str, Row]
 Extra = Mapping[str, Any]
@@ -72,14 +73,16 @@ class Target:
     measured: Callable[[Rows, Extra], Measured]
 
 
-# Every limit the run is judged by, in the order the report lists them.
+# Every limit the run is judged by, in the order the report lists them. Re-based on redis-py and
+# prometheus-fastapi-instrumentator (issue 12): a redis-py command costs the client about 10×
+# the CPU of the hand-written client's, and the instrumentator adds 35-55 µs to a hello.
 TARGETS = (
-    Target("cached GET CPU/request ÷ hello", 2.0, "×", _ratio("cached")),
-    Target("metrics overhead on cached GET (CPU/request)", 10.0, "%", _metrics_overhead),
-    Target("uncached GET CPU/request ÷ hello", 4.0, "×", _ratio("uncached")),
+    Target("cached GET CPU/request ÷ hello", 3.0, "×", _ratio("cached")),
+    Target("metrics overhead on cached GET (CPU/request)", 15.0, "%", _metrics_overhead),
+    Target("uncached GET CPU/request ÷ hello", 7.0, "×", _ratio("uncached")),
     Target("p99 at 70% of saturation, {}", 25.0, "ms", _fixed_p99),
     Target("p99 at 70% of the capacity beside Locust, {}", 25.0, "ms", _shared_p99),
-    Target("RSS of {} after the run", 90.0, "MB", _rss),
+    Target("RSS of {} after the run", 110.0, "MB", _rss),
 )
 
 
@@ -265,6 +268,7 @@ def markdown(report: Mapping[str, Any], rows: list[Row]) -> str:
         *_others_table(rows),
         *_metrics_table(extra.get("metrics") or []),
         *_shared_table(extra.get("shared_saturation") or {}),
+        *tls_markdown(extra.get("tls") or {}),
         *_rss_line(extra.get("rss_mb") or {}),
         *_targets_table(report["targets"]),
         *_profiles(extra.get("profiles", {})),

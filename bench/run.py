@@ -10,9 +10,12 @@ Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a
    items, and its paths through nginx: cached GET /items/{id}, uncached GET /items/{id} (a fresh
    id per request, so every one misses Redis and reads PostgreSQL), GET /items (a page), and
    POST /items.
-3. Instrumentation overhead: the cached path with METRICS_ENABLED=false on one replica and true
+3. With `--only tls` (make bench-tls) and only then: the cached GET over plain HTTP and HTTPS
+   side by side (kept-alive, one connection, a connection per request), and full handshakes
+   (bench/tls_rows.py): what TLS costs at nginx.
+4. Instrumentation overhead: the cached path with METRICS_ENABLED=false on one replica and true
    on the other, side by side, each driven straight by its own wrk, then swapped.
-4. For the rows with a CPU target (cached and uncached), two more (hello, path) pairs of runs:
+5. For the rows with a CPU target (cached and uncached), two more (hello, path) pairs of runs:
    the verdict is the median ratio. And their fixed-rate latency again, at 70% of the rate the
    stack sustains while Locust itself runs on the same cores.
 

@@ -1,9 +1,11 @@
-"""The report's PNG charts over the test window: client (Locust) and server (Prometheus) views.
+"""The report's PNG charts over the test window: client (Locust) and server (API metrics) views.
 
 Client lines are per second: exact request counts, and Locust's percentiles over its last 10 s.
-Server lines have one point per scrape interval: what the replicas' counters and histogram buckets
-counted since the previous scrape (the first since the last scrape before the load), so they are
-coarser than the client's but hold nothing from before the test.
+Server lines come from the load test's own reads of the replicas' counters, once a second
+(sampler.py), so they have the client's resolution; percentiles likewise over the last 10 s.
+Where the replicas cannot be read directly they come from Prometheus, one point per scrape
+interval. Either way each point is what the counters counted since the previous read, so
+nothing from before the test leaks in.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def throughput(client: ClientSeries, server: ServerSeries, window: Window, path:
         server.throughput,
         window,
         color="black",
-        label=f"server (API), per {server.step} scrape interval",
+        label=f"server: {server.source}",
     )
     users = axes.twinx()
     users.plot(_client_x(client, window), client.users, color="grey", ls=":", label="users")
@@ -88,8 +90,8 @@ def throughput(client: ClientSeries, server: ServerSeries, window: Window, path:
 
 def latency(client: ClientSeries, server: ServerSeries, window: Window, path: Path) -> Path:
     figure, axes = _axes(
-        "Latency percentiles: client dashed (last 10 s), "
-        f"server solid (each {server.step} scrape interval)",
+        "Latency percentiles over the last 10 s: client dashed, server solid "
+        f"(every {server.step})",
         "ms",
     )
     x = _client_x(client, window)
@@ -125,9 +127,7 @@ def errors(client: ClientSeries, server: ServerSeries, window: Window, path: Pat
 
 
 def replicas(server: ServerSeries, names: dict[str, str], window: Window, path: Path) -> Path:
-    figure, axes = _axes(
-        f"Traffic per replica (server, per {server.step} scrape interval)", "requests/s"
-    )
+    figure, axes = _axes(f"Traffic per replica (server, per {server.step})", "requests/s")
     for one in sorted(server.replicas, key=lambda s: s.labels.get("instance", "")):
         instance = one.labels.get("instance", "")
         label = names.get(instance, instance)

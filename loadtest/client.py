@@ -28,6 +28,22 @@ def load_entries(folder: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def per_second(entries: list[dict[str, Any]], key: str) -> dict[int, int]:
+    """Locust's exact counts per wall-clock second ("num_reqs_per_sec", "num_fail_per_sec"),
+    summed over request names: a request counts in the second its answer came."""
+    counts: dict[int, int] = {}
+    for entry in entries:
+        for second, count in entry[key].items():
+            counts[int(second)] = counts.get(int(second), 0) + count
+    return counts
+
+
+def steady_rps(entries: list[dict[str, Any]], window: Window) -> float | None:
+    seconds = window.steady_seconds()
+    answered = per_second(entries, "num_reqs_per_sec")
+    return sum(answered.get(s, 0) for s in seconds) / len(seconds) if seconds else None
+
+
 def numbers(folder: Path, window: Window, thresholds: Thresholds) -> SideNumbers:
     entries = load_entries(folder)
     by_route: dict[str, list[dict[str, Any]]] = {}
@@ -55,6 +71,7 @@ def numbers(folder: Path, window: Window, thresholds: Thresholds) -> SideNumbers
         seconds=window.seconds,
         routes=routes,
         groups=groups,
+        steady_rps=steady_rps(entries, window),
     )
 
 
@@ -92,13 +109,9 @@ def series(folder: Path) -> ClientSeries:
             result.users.append(float(row["User Count"]))
             for name, column in (("p50", "50%"), ("p95", "95%"), ("p99", "99%")):
                 result.latency[name].append(_number(row[column]))
-    requests: dict[int, int] = {}
-    failures: dict[int, int] = {}
-    for entry in load_entries(folder):
-        for second, count in entry["num_reqs_per_sec"].items():
-            requests[int(second)] = requests.get(int(second), 0) + count
-        for second, count in entry["num_fail_per_sec"].items():
-            failures[int(second)] = failures.get(int(second), 0) + count
+    entries = load_entries(folder)
+    requests = per_second(entries, "num_reqs_per_sec")
+    failures = per_second(entries, "num_fail_per_sec")
     if requests:
         # Every second from the first to the last request, idle ones included as zeros.
         seconds = range(min(requests), max(requests) + 1)

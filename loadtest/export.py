@@ -8,7 +8,8 @@ Metric names are listed in docs/CONTRACT.md.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import gevent  # type: ignore[import-untyped]
@@ -16,9 +17,11 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 from prometheus_client import CollectorRegistry, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
 
 from loadtest.model import PERCENTILES
+from stack.monitoring_auth import BasicAuth
 
 logger = logging.getLogger("loadtest.export")
 JOB = "locust"
@@ -60,17 +63,34 @@ class LocustCollector(Collector):
 
 
 class Pusher:
-    def __init__(self, environment: Environment, url: str, run_id: str, interval: float) -> None:
+    def __init__(
+        self,
+        environment: Environment,
+        url: str,
+        run_id: str,
+        interval: float,
+        auth: BasicAuth | None,
+    ) -> None:
         self.url, self.run_id, self.interval = url, run_id, interval
         self.registry = CollectorRegistry()
         self.registry.register(LocustCollector(environment))
+        # The Pushgateway takes pushes only with the monitoring credential.
+        self._handler: Callable[..., Any] = (
+            partial(basic_auth_handler, username=auth.user, password=auth.password)
+            if auth
+            else default_handler
+        )
         self._failing = False
         self._greenlet: Any = None
 
     def push(self) -> None:
         try:
             push_to_gateway(
-                self.url, job=JOB, grouping_key={"run": self.run_id}, registry=self.registry
+                self.url,
+                job=JOB,
+                grouping_key={"run": self.run_id},
+                registry=self.registry,
+                handler=self._handler,
             )
         except OSError as exc:
             if not self._failing:  # once per outage, not every couple of seconds

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
 from loadtest.model import Window
 from loadtest.settings import LOCUSTFILE, Settings
+from stack.monitoring_auth import SETTING
 from stack.paths import REPO_ROOT
 from stack.procs import free_port
 
@@ -60,11 +62,15 @@ def _processes() -> Iterator[list[subprocess.Popen[str]]]:
 
 
 def _spawn(
-    command: list[str], log: Path, echo: Callable[[str], None] | None
+    command: list[str],
+    log: Path,
+    echo: Callable[[str], None] | None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], threading.Thread]:
     process = subprocess.Popen(  # noqa: S603 - our interpreter running Locust with our flags
         command,
         cwd=REPO_ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -73,6 +79,15 @@ def _spawn(
     reader = threading.Thread(target=_tee, args=(process.stdout, log, echo), daemon=True)
     reader.start()
     return process, reader
+
+
+def _master_env(settings: Settings) -> dict[str, str]:
+    """The master pushes to the Pushgateway, so it gets the monitoring credential: in its
+    environment, which other local users cannot read, unlike a command line."""
+    env = dict(os.environ)
+    if settings.monitoring_auth:
+        env[SETTING] = settings.monitoring_auth.password
+    return env
 
 
 def _topology_args(settings: Settings, port: int) -> list[str]:
@@ -110,8 +125,9 @@ def common_args(settings: Settings, seed_file: Path, run_id: str) -> list[str]:
 
 def run_headless(
     settings: Settings, folder: Path, seed_file: Path, run_id: str, echo: Callable[[str], None]
-) -> Window:
-    """Run the test to its end; return when it started and stopped (written by the master)."""
+) -> tuple[Window, dict[int, int]]:
+    """Run the test to its end; return its window and what the users offered per second (both
+    written by the master)."""
     port = settings.master_bind_port or free_port()
     window_file = folder / "window.json"
     command = locust(
@@ -120,7 +136,8 @@ def run_headless(
         "--headless",
         f"--users={settings.users}",
         f"--spawn-rate={settings.spawn_rate}",
-        f"--run-time={settings.duration}",
+        # Not --run-time, which loses the workers' last numbers (locustfile.py).
+        f"--stop-after={settings.duration_s}",
         f"--csv={folder / 'locust'}",
         # Without it the history's percentiles are cumulative since the start; with it they
         # cover Locust's last 10 s, so the latency chart shows when things got slow.
@@ -133,7 +150,7 @@ def run_headless(
         "--stop-timeout=5",
     )
     with _processes() as started:
-        master, reader = _spawn(command, folder / "locust-master.log", echo)
+        master, reader = _spawn(command, folder / "locust-master.log", echo, _master_env(settings))
         started.append(master)
         _start_workers(settings, port, folder, started)
         try:
@@ -148,7 +165,8 @@ def run_headless(
     times = json.loads(window_file.read_text())
     if "start" not in times:
         raise LocustError(f"the test never started; see {folder / 'locust-master.log'}")
-    return Window(times["start"], times.get("end", time.time()))
+    window = Window(times["start"], times.get("end", time.time()), times.get("spawned"))
+    return window, {int(second): count for second, count in times.get("offered", {}).items()}
 
 
 def run_ui(settings: Settings, folder: Path, seed_file: Path, run_id: str) -> int:
@@ -164,7 +182,7 @@ def run_ui(settings: Settings, folder: Path, seed_file: Path, run_id: str) -> in
         f"--web-port={settings.web_port}",
     )
     with _processes() as started:
-        master, _ = _spawn(command, folder / "locust-master.log", print)
+        master, _ = _spawn(command, folder / "locust-master.log", print, _master_env(settings))
         started.append(master)
         _start_workers(settings, port, folder, started)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,14 +12,21 @@ PERCENTILES = (0.5, 0.95, 0.99)
 
 @dataclass(frozen=True)
 class Window:
-    """When the load ran, in Unix seconds: from the first user starting to the stop."""
+    """When the load ran, in Unix seconds: from the first user starting to the stop, and when
+    the last user started (the end of the ramp-up; None if no user did)."""
 
     start: float
     end: float
+    spawned: float | None = None
 
     @property
     def seconds(self) -> float:
         return max(self.end - self.start, 1e-9)
+
+    def steady_seconds(self) -> range:
+        """The whole wall-clock seconds after the ramp-up and before the stop: the stretch the
+        throughput is judged over (Locust and the offered tally count per such second)."""
+        return range(math.ceil(self.spawned or self.start), math.floor(self.end))
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class SideNumbers:
     seconds: float
     routes: dict[str, RouteNumbers] = field(default_factory=dict)
     groups: dict[str, Latency] = field(default_factory=dict)
+    # Requests answered per second after the ramp-up (Window.steady_seconds), what the gate
+    # compares with the offered rate; None when that stretch held no measurement.
+    steady_rps: float | None = None
 
     @property
     def throughput_rps(self) -> float:
@@ -64,6 +75,34 @@ class SideNumbers:
     @property
     def error_ratio(self) -> float | None:
         return self.failures / self.requests if self.requests else None
+
+
+@dataclass(frozen=True)
+class Offered:
+    """What the users offered (schedule.py): the plan, and the arrivals their schedules drew."""
+
+    planned_rps: float  # users x requests/s per user, once every user has started
+    steady_rps: float | None  # arrivals per second after the ramp-up
+    steady_seconds: int
+    requests: int  # arrivals over the whole run, ramp-up included
+
+    def describe(self) -> str:
+        drawn = "n/a" if self.steady_rps is None else f"{self.steady_rps:,.1f} req/s"
+        return (
+            f"{drawn} after ramp-up ({self.steady_seconds} s), as the users' Poisson schedules "
+            f"drew it; planned {self.planned_rps:,.1f} req/s; {self.requests:,} arrivals in all"
+        )
+
+    @classmethod
+    def count(cls, per_second: Mapping[int, int], window: Window, planned_rps: float) -> Offered:
+        seconds = window.steady_seconds()
+        steady = sum(per_second.get(s, 0) for s in seconds)
+        return cls(
+            planned_rps=planned_rps,
+            steady_rps=steady / len(seconds) if seconds and per_second else None,
+            steady_seconds=len(seconds),
+            requests=sum(n for s, n in per_second.items() if s < window.end),
+        )
 
 
 @dataclass
@@ -91,6 +130,9 @@ class ServerExtras:
     nginx_requests: int | None = None
     host_cpu_busy: float | None = None
     host_cpus: int | None = None
+    # The window's requests as the load test's own 1-s reads of the replicas counted them
+    # (sampler.py); None when it could not read them. Equal to the server's requests.
+    sampled_requests: int | None = None
 
 
 def route_key(method: str, name: str) -> str:
@@ -142,4 +184,5 @@ def side_from_json(data: Mapping[str, Any]) -> SideNumbers:
             for key, value in data["routes"].items()
         },
         groups={key: Latency(**value) for key, value in data["groups"].items()},
+        steady_rps=data.get("steady_rps"),
     )

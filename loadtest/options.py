@@ -40,6 +40,13 @@ def add_options(parser: Any, **_: Any) -> None:
         help="bind each user to its own 127.x.y.z address (python -m loadtest decides)",
     )
     parser.add_argument(
+        "--ca-file",
+        default="",
+        env_var="LOADTEST_LOCUST_CA",
+        help="CA certificate an https:// host is checked against (python -m loadtest decides); "
+        "empty: the system's",
+    )
+    parser.add_argument(
         "--seed-file",
         default="",
         env_var=KNOBS["seed_file"].env,
@@ -53,6 +60,14 @@ def add_options(parser: Any, **_: Any) -> None:
     )
     parser.add_argument("--run-id", default="adhoc", help="label of this run's pushed numbers")
     parser.add_argument("--push-interval", type=float, default=2.0, include_in_web_ui=False)
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        default=0.0,
+        include_in_web_ui=False,
+        help="stop the users this many seconds after the test starts, wait for every worker's "
+        "last numbers, then quit (0: never; Locust's --run-time quits after 0.5 s, losing them)",
+    )
     parser.add_argument(
         "--window-file",
         default="",

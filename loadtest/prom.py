@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from loadtest.httpjson import HttpError, call
+from stack.monitoring_auth import BasicAuth
 
 
 class PrometheusError(RuntimeError):
@@ -35,15 +36,27 @@ def _parse_time(text: str) -> float:
 
 
 class Prometheus:
-    def __init__(self, url: str, timeout: float = 15.0) -> None:
+    def __init__(self, url: str, auth: BasicAuth | None, timeout: float = 15.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # Prometheus answers every path, /-/ready included, only with the monitoring credential.
+        self.headers = auth.header if auth else {}
+
+    def _refused(self, status: int) -> None:
+        if status == 401:
+            raise PrometheusError(
+                f"Prometheus at {self.url} refused the monitoring credential (401): set "
+                "MONITORING_PASSWORD to the stack's (its .env)"
+            )
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
         try:
-            answer = call("GET", f"{self.url}{path}?{urlencode(params)}", timeout=self.timeout)
+            answer = call(
+                "GET", f"{self.url}{path}?{urlencode(params)}", None, self.headers, self.timeout
+            )
         except HttpError as exc:
             raise PrometheusError(f"Prometheus at {self.url} did not answer: {exc}") from exc
+        self._refused(answer.status)
         body = answer.json() if answer.body else {}
         if answer.status != 200 or body.get("status") != "success":
             raise PrometheusError(f"{path} {params}: {answer.status} {body.get('error', body)}")
@@ -51,9 +64,11 @@ class Prometheus:
 
     def ready(self) -> bool:
         try:
-            return call("GET", f"{self.url}/-/ready", timeout=5).status == 200
+            status = call("GET", f"{self.url}/-/ready", headers=self.headers, timeout=5).status
         except HttpError:
             return False
+        self._refused(status)
+        return status == 200
 
     def query(self, expr: str, at: float) -> list[Sample]:
         data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
@@ -103,6 +118,8 @@ class Prometheus:
         stale: list[str] = []
         while time.monotonic() < deadline:
             targets = self.targets(job)
+            if not targets:
+                raise PrometheusError(f"Prometheus at {self.url} has no {job} targets")
             scraped = {t["scrapeUrl"]: _parse_time(t["lastScrape"]) for t in targets}
             stale = [url for url, at in scraped.items() if at <= after]
             if scraped and not stale:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest.model import Latency, ServerExtras, SideNumbers, Window
+from loadtest.model import Latency, Offered, ServerExtras, SideNumbers, Window
 from loadtest.thresholds import Check
 
 NONE = "n/a"
@@ -34,6 +34,7 @@ class RunReport:
     folder: Path
     verdict: str
     window: Window
+    offered: Offered
     client: SideNumbers
     server: SideNumbers
     extras: ServerExtras
@@ -44,6 +45,9 @@ class RunReport:
     failures: list[tuple[str, str, int]] = field(default_factory=list)
     exceptions: int = 0
     charts: list[Path] = field(default_factory=list)
+    server_source: str = ""  # where the server's per-second numbers came from
+    server_step: str = ""
+    server_per_second: list[tuple[float, float]] = field(default_factory=list)  # (time, req/s)
 
 
 ROUTE_HEADERS = [
@@ -82,6 +86,11 @@ def overall_table(report: RunReport) -> Table:
     rows = [
         ["Requests", number(client.requests), number(server.requests)],
         ["Throughput (req/s)", number(client.throughput_rps, 1), number(server.throughput_rps, 1)],
+        [
+            "Throughput after ramp-up (req/s)",
+            number(client.steady_rps, 1),
+            number(server.steady_rps, 1),
+        ],
         ["Failures", number(client.failures), number(server.failures)],
         ["Error ratio", pct(client.error_ratio), pct(server.error_ratio)],
     ]
@@ -98,7 +107,9 @@ def overall_table(report: RunReport) -> Table:
         ["", "Client (Locust)", "Server (API metrics)"],
         rows,
         "Client failures are answers the scenario did not expect (its deliberate 4xx are "
-        "expected); server failures are 5xx. The client's time includes nginx and the network.",
+        "expected); server failures are 5xx. The client's time includes nginx and the network. "
+        f"Offered: {report.offered.describe()}; the throughput check compares each side's rate "
+        f"after ramp-up with it. Server per-second numbers: {report.server_source}.",
     )
 
 
@@ -161,6 +172,7 @@ def server_table(report: RunReport) -> Table:
             ["Cache lookups", number(extras.cache_lookups)],
             ["Responses by status", statuses or NONE],
             ["Requests nginx handled", number(extras.nginx_requests)],
+            ["Requests in the 1-s reads of the replicas", number(extras.sampled_requests)],
             ["Host CPU busy" + cpus, pct(extras.host_cpu_busy)],
         ],
         "The host runs the whole stack and Locust: a busy host slows both sides.",
@@ -306,9 +318,15 @@ def results(report: RunReport) -> dict[str, Any]:
         "run_id": report.run_id,
         "verdict": report.verdict,
         "window": asdict(report.window),
+        "offered": asdict(report.offered),
         "client": side(report.client),
         "server": side(report.server),
         "server_extras": asdict(report.extras),
+        "server_per_second": {
+            "source": report.server_source,
+            "step": report.server_step,
+            "requests": report.server_per_second,
+        },
         "checks": [{**asdict(c), "passed": c.passed, "text": c.describe()} for c in report.checks],
         "exceptions": report.exceptions,
         "failures": report.failures,

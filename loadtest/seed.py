@@ -47,13 +47,15 @@ class Seed:
         return seed
 
 
-def _post(url: str, payload: Any, headers: dict[str, str] | None = None) -> Answer:
+def _post(
+    url: str, payload: Any, headers: dict[str, str] | None = None, ca: Path | None = None
+) -> Answer:
     """POST with the retries any client owes a busy server: 429 after Retry-After, 502-504."""
     last, attempt = "", 0
     deadline = time.monotonic() + RATE_LIMITED_SECONDS
     while attempt < ATTEMPTS and time.monotonic() < deadline:
         try:
-            answer = call("POST", url, payload, headers, timeout=15)
+            answer = call("POST", url, payload, headers, timeout=15, ca=ca)
         except HttpError as exc:
             last = str(exc)
         else:
@@ -75,14 +77,23 @@ def _expect_created(answer: Answer, what: str) -> dict[str, Any]:
     return body
 
 
-def create_data(host: str, items: int, owners: int, log: Callable[[str], None] = print) -> Seed:
+def create_data(
+    host: str,
+    items: int,
+    owners: int,
+    log: Callable[[str], None] = print,
+    ca: Path | None = None,
+) -> Seed:
+    """ca: what an https:// host's certificate is checked against (Settings.ca)."""
     started = time.monotonic()
     tag = uuid.uuid4().hex[:10]
 
     def sign_up(index: int) -> tuple[int, str]:
         body = _expect_created(
             _post(
-                f"{host}/users", {"email": f"seed-{tag}-{index}@loadtest.example", "name": "seed"}
+                f"{host}/users",
+                {"email": f"seed-{tag}-{index}@loadtest.example", "name": "seed"},
+                ca=ca,
             ),
             "a seed owner",
         )
@@ -95,7 +106,7 @@ def create_data(host: str, items: int, owners: int, log: Callable[[str], None] =
             "description": "seeded by loadtest " + "x" * (index % 200),
             "price": round(1 + (index * 7919 % 100000) / 100, 2),
         }
-        answer = _post(f"{host}/items", payload, {"Authorization": f"Bearer {token}"})
+        answer = _post(f"{host}/items", payload, {"Authorization": f"Bearer {token}"}, ca)
         return int(_expect_created(answer, "a seed item")["id"])
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:

@@ -1,20 +1,20 @@
 """The server's side of a run, from the API's own metrics in Prometheus (docs/CONTRACT.md).
 
-Counters and histogram buckets are read at two instants: the window's start, which sees the last
-scrape before any load (the orchestrator waits for a scrape after seeding), and just after the
-first scrape of every replica that follows the stop. Their difference is exactly what the replicas
-counted during the test; `increase(x[window])` would extrapolate to the window's edges and count
-traffic that never happened. A counter that went down (a replica restarted) counts from zero.
-Gauges (pool, memory) use `max_over_time`/`avg_over_time` over the window.
+Counters and histogram buckets are counted from their raw samples, scrape by scrape, from the
+last scrape before any load (the orchestrator waits for one after seeding) to the first scrape of
+every replica that follows the stop, by the rules in counters.py: only samples of the processes
+that served the window count, so numbers right after a restart are as exact as any others.
+`increase(x[window])` would extrapolate to the window's edges and count traffic that never
+happened. Gauges (pool, memory) use `max_over_time`/`avg_over_time` over the window.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from loadtest.counters import History, Key, Scrapes, scrapes_from
 from loadtest.model import (
     PERCENTILES,
     Latency,
@@ -28,7 +28,6 @@ from loadtest.prom import Prometheus, Series
 from loadtest.thresholds import Thresholds
 
 API = 'job="api"'
-Key = tuple[str, ...]
 
 
 def bucket_quantile(buckets: Mapping[float, float], q: float) -> float | None:
@@ -69,24 +68,38 @@ class Edges:
 
 
 class ServerReader:
-    def __init__(self, prometheus: Prometheus, edges: Edges) -> None:
+    def __init__(self, prometheus: Prometheus, edges: Edges, interval: float) -> None:
         self.prometheus = prometheus
         self.edges = edges
+        # From well before the last scrape preceding the window, which every series' first
+        # increment is measured from, to the first scrapes after the stop.
+        self.span = math.ceil(edges.after - edges.window.start + 3 * interval + 5)
+        self._scrapes: dict[str, dict[str, Scrapes]] = {}
+        self._histories: dict[str, History] = {}
 
-    def deltas(self, selector: str, by: Iterable[str]) -> dict[Key, float]:
-        """What each series counted between the edges, summed by the `by` labels."""
-        by = tuple(by)
-        start = self.edges.window.start
-        before = {
-            tuple(sorted(s.labels.items())): s.value for s in self.prometheus.query(selector, start)
-        }
-        result: dict[Key, float] = {}
-        for sample in self.prometheus.query(selector, self.edges.after):
-            base = before.get(tuple(sorted(sample.labels.items())), 0.0)
-            counted = sample.value - base if sample.value >= base else sample.value
-            key = tuple(sample.labels.get(label, "") for label in by)
-            result[key] = result.get(key, 0.0) + counted
-        return result
+    def scrapes(self, job: str) -> dict[str, Scrapes]:
+        if job not in self._scrapes:
+            at = self.edges.after
+            up = self.prometheus.samples(f'up{{job="{job}"}}', self.span, at)
+            # Only the API's counters belong to the process whose start time its target reports;
+            # an exporter restarting says nothing about nginx's or the kernel's counters.
+            starts = (
+                self.prometheus.samples(f"process_start_time_seconds{{{API}}}", self.span, at)
+                if job == "api"
+                else []
+            )
+            self._scrapes[job] = scrapes_from(up, starts)
+        return self._scrapes[job]
+
+    def history(self, selector: str, job: str = "api") -> History:
+        if selector not in self._histories:
+            series = self.prometheus.samples(selector, self.span, self.edges.after)
+            self._histories[selector] = History(series, self.scrapes(job))
+        return self._histories[selector]
+
+    def deltas(self, selector: str, by: Iterable[str], job: str = "api") -> dict[Key, float]:
+        """What the series counted during the window, summed by the `by` labels."""
+        return self.history(selector, job).counted(by, self.edges.window.start, self.edges.after)
 
     def gauge(self, function: str, selector: str) -> dict[str, float]:
         """`function`_over_time of a gauge over the window, per instance."""
@@ -96,9 +109,18 @@ class ServerReader:
             for s in self.prometheus.query(expr, self.edges.after)
         }
 
-    def numbers(self, thresholds: Thresholds) -> SideNumbers:
-        counts = self.deltas(f"http_requests_total{{{API}}}", ("method", "handler"))
-        errors = self.deltas(f'http_requests_total{{{API}, status=~"5.."}}', ("method", "handler"))
+    @property
+    def requests(self) -> History:
+        return self.history(f"http_requests_total{{{API}}}")
+
+    def numbers(self, thresholds: Thresholds, steady_rps: float | None) -> SideNumbers:
+        by_status = self.deltas(f"http_requests_total{{{API}}}", ("method", "handler", "status"))
+        counts: dict[tuple[str, str], float] = {}
+        errors: dict[tuple[str, str], float] = {}
+        for (method, handler, status), count in by_status.items():
+            counts[method, handler] = counts.get((method, handler), 0.0) + count
+            if status.startswith("5"):
+                errors[method, handler] = errors.get((method, handler), 0.0) + count
         raw = self.deltas(
             f"http_request_duration_seconds_bucket{{{API}}}", ("method", "handler", "le")
         )
@@ -130,22 +152,23 @@ class ServerReader:
             seconds=self.edges.window.seconds,
             routes=routes,
             groups=groups,
+            steady_rps=steady_rps,
         )
 
     def _cpu_cores(self) -> dict[str, float]:
+        """CPU seconds per second of each replica, between the scrapes that bound the window."""
         cpu = self.deltas(f"process_cpu_seconds_total{{{API}}}", ("instance",))
-        stamps: dict[str, list[float]] = {}
-        for at in (self.edges.window.start, self.edges.after):
-            expr = f"timestamp(process_cpu_seconds_total{{{API}}})"
-            for s in self.prometheus.query(expr, at):
-                stamps.setdefault(s.labels.get("instance", ""), []).append(s.value)
-        return {
-            instance: seconds / (ts[-1] - ts[0])
-            for (instance,), seconds in cpu.items()
-            if len(ts := stamps.get(instance, [])) == 2 and ts[-1] > ts[0]
-        }
+        start, after = self.edges.window.start, self.edges.after
+        cores = {}
+        for (instance,), seconds in cpu.items():
+            times = self.scrapes("api").get(instance, Scrapes([])).times
+            before = [t for t in times if t <= start]
+            inside = [t for t in times if start < t <= after]
+            if before and inside:
+                cores[instance] = seconds / (inside[-1] - before[-1])
+        return cores
 
-    def extras(self) -> ServerExtras:
+    def extras(self, sampled_requests: int | None = None) -> ServerExtras:
         per_instance = self.deltas(f"http_requests_total{{{API}}}", ("instance",))
         total = sum(per_instance.values())
         names = {
@@ -177,8 +200,8 @@ class ServerReader:
         lookups = self.deltas(f"api_cache_lookups_total{{{API}}}", ("result",))
         all_lookups = sum(lookups.values())
         statuses = self.deltas(f"http_requests_total{{{API}}}", ("status",))
-        nginx = self.deltas('nginx_http_requests_total{job="nginx"}', ())
-        host = self.deltas('node_cpu_seconds_total{job="node"}', ("cpu", "mode"))
+        nginx = self.deltas('nginx_http_requests_total{job="nginx"}', (), job="nginx")
+        host = self.deltas('node_cpu_seconds_total{job="node"}', ("cpu", "mode"), job="node")
         host_total = sum(host.values())
         idle = sum(v for (_, mode), v in host.items() if mode == "idle")
         return ServerExtras(
@@ -189,83 +212,93 @@ class ServerReader:
             nginx_requests=round(sum(nginx.values())) if nginx else None,
             host_cpu_busy=1 - idle / host_total if host_total else None,
             host_cpus=len({cpu for cpu, _ in host}) or None,
+            sampled_requests=sampled_requests,
         )
+
+
+def steady_rps(requests: History, window: Window) -> float | None:
+    """Requests answered per second after the ramp-up, from the scrapes inside that stretch."""
+    counted = requests.rate(window.spawned or window.start, window.end)
+    return counted[1] if counted else None
 
 
 @dataclass(frozen=True)
 class ServerSeries:
-    """The server's numbers over the window, one point per scrape interval, for the charts."""
+    """The server's numbers over the window, one point per step, for the charts."""
 
     throughput: list[Series]
-    latency: dict[str, list[Series]]
+    latency: dict[str, list[Series]]  # over the last LATENCY_SPAN seconds at each step
     errors_5xx: list[Series]
     errors_4xx: list[Series]
     replicas: list[Series]
-    step: str  # each point counts one scrape interval of this length
+    step: str  # each point counts one step of this length
+    source: str  # where the points come from, for the charts' legends
 
 
-def step_counts(
-    prometheus: Prometheus, selector: str, by: Iterable[str], edges: Edges, step: float
-) -> dict[Key, dict[float, float]]:
-    """What the series counted per step of the window, summed by `by`: {step middle: count}.
-
-    The totals' method, one scrape at a time: each raw sample minus the one before it (from the
-    last scrape before the load, so nothing of the seeding), filed under the step its scrape fell
-    in. The steps add up to the totals, and no rate() window smooths the ramp-up away.
-    """
-    by = tuple(by)
-    start = edges.window.start
-    span = math.ceil(edges.after - start + 3 * step)
-    result: dict[Key, dict[float, float]] = {}
-    for one in prometheus.samples(selector, span, edges.after):
-        group = result.setdefault(tuple(one.labels.get(label, "") for label in by), {})
-        for (_, before), (at, after) in itertools.pairwise(one.points):
-            if at <= start:
-                continue
-            middle = start + (math.ceil((at - start) / step) - 0.5) * step
-            group[middle] = group.get(middle, 0.0) + (after - before if after >= before else after)
-    return result
+# Percentiles at each step cover this many seconds before it, as Locust's do, so the two sides
+# draw comparable lines (one second of a few dozen requests is mostly noise at p99).
+LATENCY_SPAN = 10.0
 
 
 def _per_second(counts: Mapping[float, float], step: float, labels: dict[str, str]) -> Series:
     return Series(labels, [(t, counts[t] / step) for t in sorted(counts)])
 
 
-def series(prometheus: Prometheus, edges: Edges, interval: float) -> ServerSeries:
-    step = max(interval, 1.0)
+def trailing(
+    by_time: Mapping[float, Mapping[float, float]], span: float
+) -> Iterable[tuple[float, dict[float, float]]]:
+    """Each step's time with its buckets summed over the steps in (time - span, time]."""
+    times = sorted(by_time)
+    merged: dict[float, float] = {}
+    oldest = 0
+    for at in times:
+        for bound, count in by_time[at].items():
+            merged[bound] = merged.get(bound, 0.0) + count
+        while times[oldest] <= at - span:
+            for bound, count in by_time[times[oldest]].items():
+                merged[bound] -= count
+            oldest += 1
+        yield at, dict(merged)
 
-    requests = f"http_requests_total{{{API}}}"
-    raw = step_counts(
-        prometheus, f"http_request_duration_seconds_bucket{{{API}}}", ("le",), edges, step
-    )
+
+def series(
+    requests: History, buckets: History, start: float, step: float, source: str
+) -> ServerSeries:
+    """Chart lines from the requests counter (labels status, instance) and the latency buckets
+    (label le), each increment filed under the step its scrape fell in."""
+    total = requests.steps((), start, step).get((), {})
+    by_status = requests.steps(("status",), start, step)
+    zero = dict.fromkeys(total, 0.0)  # steps with no such status still draw a zero
+
+    def status(first: str) -> list[Series]:
+        counts = dict(zero)
+        for (code,), steps in by_status.items():
+            if code.startswith(first):
+                for at, count in steps.items():
+                    counts[at] = counts.get(at, 0.0) + count
+        return [_per_second(counts, step, {})]
+
     by_time: dict[float, dict[float, float]] = {}
-    for (le,), counts in raw.items():
+    for (le,), counts in buckets.steps(("le",), start, step).items():
         for at, count in counts.items():
             by_time.setdefault(at, {})[float(le)] = count
-    latency = {}
-    for q in PERCENTILES:
-        points = [(at, bucket_quantile(buckets, q)) for at, buckets in sorted(by_time.items())]
-        latency[f"p{round(q * 100)}"] = [
-            Series({}, [(at, value) for at, value in points if value is not None])
-        ]
-    total_counts = step_counts(prometheus, requests, (), edges, step).get((), {})
-    zero = dict.fromkeys(total_counts, 0.0)  # steps with no such status still draw a zero
-
-    def status(pattern: str) -> list[Series]:
-        selector = f'http_requests_total{{{API}, status=~"{pattern}"}}'
-        counts = step_counts(prometheus, selector, (), edges, step).get((), {})
-        return [_per_second({**zero, **counts}, step, {})]
-
+    latency: dict[str, list[Series]] = {f"p{round(q * 100)}": [Series({}, [])] for q in PERCENTILES}
+    for at, merged in trailing(by_time, max(LATENCY_SPAN, step)):
+        if not by_time[at].get(math.inf):
+            continue  # nothing answered in this step (after the stop): no point to draw
+        for q in PERCENTILES:
+            value = bucket_quantile(merged, q)
+            if value is not None:
+                latency[f"p{round(q * 100)}"][0].points.append((at, value))
     return ServerSeries(
-        throughput=[_per_second(total_counts, step, {})],
+        throughput=[_per_second(total, step, {})],
         latency=latency,
-        errors_5xx=status("5.."),
-        errors_4xx=status("4.."),
+        errors_5xx=status("5"),
+        errors_4xx=status("4"),
         replicas=[
             _per_second(counts, step, {"instance": instance})
-            for (instance,), counts in step_counts(
-                prometheus, requests, ("instance",), edges, step
-            ).items()
+            for (instance,), counts in requests.steps(("instance",), start, step).items()
         ],
         step=f"{step:g}s",
+        source=source,
     )

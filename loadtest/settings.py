@@ -14,12 +14,14 @@ import re
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from stack.monitoring_auth import BasicAuth
 from stack.paths import REPO_ROOT, data_root
+from stack.tls import tls_dir
 from stack.topology import Topology
 
 LOADTEST_DIR = Path(__file__).resolve().parent
@@ -38,7 +40,18 @@ class Knob:
 
 
 KNOBS: dict[str, Knob] = {
-    "host": Knob("LOADTEST_HOST", "", "API entry URL (default: the native stack's nginx)"),
+    "host": Knob(
+        "LOADTEST_HOST",
+        "",
+        "API entry URL, http:// or https:// (default: the native stack's nginx, over HTTPS when "
+        "NGINX_HTTP is redirect or off)",
+    ),
+    "ca": Knob(
+        "LOADTEST_CA",
+        "",
+        "CA certificate an https:// HOST is checked against (default: the stack's local CA "
+        "when .env names no NGINX_TLS_CERT, else the system's)",
+    ),
     "users": Knob("LOADTEST_USERS", "50", "peak number of simulated users"),
     "spawn_rate": Knob("LOADTEST_SPAWN_RATE", "10", "users started per second"),
     "duration": Knob("LOADTEST_DURATION", "2m", "run time after the first user starts: 90s, 2m"),
@@ -125,6 +138,9 @@ def is_loopback(url: str) -> bool:
 @dataclass(frozen=True)
 class Settings:
     host: str
+    # What an https:// host's certificate is checked against; None: the system's trust store
+    # (which SSL_CERT_FILE overrides), and always None for http://.
+    ca: Path | None
     users: int
     spawn_rate: float
     duration: str
@@ -149,7 +165,10 @@ class Settings:
     nginx_http_conf: Path | None
     stack: str
     grafana_url: str
-    grafana_auth: tuple[str, str] | None  # ("Bearer", token) or ("Basic", "user:password")
+    # ("Bearer", token) or ("Basic", "user:password"); out of the repr, as a secret.
+    grafana_auth: tuple[str, str] | None = field(repr=False)
+    # Prometheus's and the Pushgateway's (MONITORING_PASSWORD); its repr hides the password.
+    monitoring_auth: BasicAuth | None
 
     @property
     def duration_s(self) -> int:
@@ -164,6 +183,7 @@ class Settings:
             f"--user-rps={self.user_rps}",
             f"--zipf-s={self.zipf_s}",
             f"--spread-sources={'on' if self.spread_sources else 'off'}",
+            f"--ca-file={self.ca or ''}",
         ]
 
 
@@ -195,12 +215,31 @@ def _number(kind: type[Number], name: str, text: str, minimum: float) -> Number:
 def _native_defaults(env: Mapping[str, str]) -> dict[str, str]:
     """URLs of the native stack, from the same ports `python -m stack.native` uses."""
     topology = Topology.from_env(env)
+    # With the plain port redirecting (or closed), HTTPS is the entry users have.
+    https_only = env.get("NGINX_HTTP", "serve") in {"redirect", "off"}
     return {
-        "host": topology.url("nginx"),
+        "host": f"https://{topology.address('nginx-tls')}" if https_only else topology.url("nginx"),
         "prometheus_url": topology.url("prometheus"),
         "pushgateway_url": topology.url("pushgateway"),
         "nginx_http_conf": str(data_root() / "stack" / "run" / "nginx" / "conf.d" / "http.conf"),
     }
+
+
+def _ca(raw: str, host: str, env: Mapping[str, str], env_file: Path) -> Path | None:
+    """The CA to trust for `host`: the one given, or the local CA `make up` made for this stack
+    when it serves no certificate of its own, or None (the system's). Load is never sent
+    unchecked: a wrong certificate is a failed run, not a silent one."""
+    if not host.startswith("https://"):
+        return None
+    if raw:
+        ca = Path(raw).expanduser()
+        if not ca.is_file():
+            raise SettingsError(f"ca (LOADTEST_CA) {ca} is not a file")
+        return ca.resolve()
+    local = tls_dir(env_file) / "ca.crt"
+    if not env.get("NGINX_TLS_CERT") and local.is_file():
+        return local
+    return None
 
 
 def _grafana_auth(env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -246,6 +285,7 @@ def resolve(cli: Mapping[str, str | None], environ: Mapping[str, str] | None = N
     merged_env = {**stack_env, **environ}
     return Settings(
         host=raw["host"].rstrip("/"),
+        ca=_ca(raw["ca"], raw["host"], merged_env, env_file),
         users=_number(int, "users", raw["users"], 1),
         spawn_rate=_number(float, "spawn_rate", raw["spawn_rate"], 0.01),
         duration=raw["duration"],
@@ -271,4 +311,5 @@ def resolve(cli: Mapping[str, str | None], environ: Mapping[str, str] | None = N
         stack=raw["stack"],
         grafana_url=(merged_env.get("GRAFANA_URL") or "").rstrip("/"),
         grafana_auth=_grafana_auth(merged_env),
+        monitoring_auth=BasicAuth.from_env(merged_env),
     )

@@ -14,7 +14,7 @@ import itertools
 from typing import Any, cast
 
 from geventhttpclient.client import HTTPClient, HTTPClientPool
-from geventhttpclient.connectionpool import ConnectionPool
+from geventhttpclient.connectionpool import ConnectionPool, SSLConnectionPool
 from geventhttpclient.url import URL
 
 FIRST = ipaddress.IPv4Address("127.1.0.0")
@@ -38,6 +38,16 @@ class _BoundConnectionPool(ConnectionPool):
         return sock
 
 
+class _BoundSSLConnectionPool(_BoundConnectionPool, SSLConnectionPool):
+    """The same for https:// targets: bound TCP, then TLS on top (SSLConnectionPool)."""
+
+
+_BOUND: dict[type[ConnectionPool], type[_BoundConnectionPool]] = {
+    ConnectionPool: _BoundConnectionPool,
+    SSLConnectionPool: _BoundSSLConnectionPool,
+}
+
+
 class SourceBoundClientPool(HTTPClientPool):
     """An HTTPClientPool whose connections leave from `source_address`."""
 
@@ -51,7 +61,8 @@ class SourceBoundClientPool(HTTPClientPool):
         # pool itself, so the pool's class is swapped for one that binds. geventhttpclient is
         # pinned in uv.lock, and tests/e2e/test_loadtest.py checks nginx saw the addresses.
         pool = client._connection_pool
-        if type(pool) is ConnectionPool:
-            pool.__class__ = _BoundConnectionPool
+        bound = _BOUND.get(type(pool))
+        if bound is not None:
+            pool.__class__ = bound
             cast(_BoundConnectionPool, pool).source_address = self.source_address
         return client

@@ -26,7 +26,8 @@ class Group:
 @dataclass(frozen=True)
 class Thresholds:
     max_error_ratio: float
-    min_throughput_rps: float
+    # Share of the offered rate (schedule.py) that must be answered per second after ramp-up.
+    min_throughput_ratio: float
     groups: tuple[Group, ...]
 
     @classmethod
@@ -39,6 +40,12 @@ class Thresholds:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "thresholds") -> Thresholds:
+        overall = data.get("overall")
+        if isinstance(overall, Mapping) and "min_throughput_rps" in overall:
+            raise ThresholdsError(
+                f"{where}: min_throughput_rps is gone: throughput is judged against the rate the "
+                "run offered, so set min_throughput_ratio (e.g. 0.95) instead"
+            )
         try:
             overall = data["overall"]
             groups = tuple(
@@ -52,11 +59,16 @@ class Thresholds:
             )
             thresholds = cls(
                 max_error_ratio=float(overall["max_error_ratio"]),
-                min_throughput_rps=float(overall["min_throughput_rps"]),
+                min_throughput_ratio=float(overall["min_throughput_ratio"]),
                 groups=groups,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ThresholdsError(f"{where}: missing or malformed setting: {exc}") from exc
+        if not 0 < thresholds.min_throughput_ratio <= 1:
+            raise ThresholdsError(
+                f"{where}: min_throughput_ratio must be above 0 and at most 1, "
+                f"got {thresholds.min_throughput_ratio}"
+            )
         routes = [route for group in groups for route in group.routes]
         if not groups or len(routes) != len(set(routes)):
             raise ThresholdsError(f"{where}: each route must belong to exactly one group")
@@ -107,20 +119,28 @@ class Check:
         return f"{value:,.1f} {self.unit}"
 
 
-def checks(thresholds: Thresholds, side: SideNumbers) -> list[Check]:
+def throughput_check(thresholds: Thresholds, side: SideNumbers, offered_rps: float | None) -> Check:
+    """Requests answered per second after ramp-up against the rate the users offered then."""
+    ratio = thresholds.min_throughput_ratio
+    if offered_rps is None:
+        return Check(side.side, "throughput (offered rate unknown)", "req/s", 0.0, None, False)
+    return Check(
+        side.side,
+        f"throughput ({ratio:.0%} of {offered_rps:,.1f} req/s offered)",
+        "req/s",
+        ratio * offered_rps,
+        side.steady_rps,
+        False,
+    )
+
+
+def checks(thresholds: Thresholds, side: SideNumbers, offered_rps: float | None) -> list[Check]:
     """Every limit of the file against one side's numbers, in file order."""
     result = [
         Check(
             side.side, "error ratio", "ratio", thresholds.max_error_ratio, side.error_ratio, True
         ),
-        Check(
-            side.side,
-            "throughput",
-            "req/s",
-            thresholds.min_throughput_rps,
-            side.throughput_rps if side.requests else None,
-            False,
-        ),
+        throughput_check(thresholds, side, offered_rps),
     ]
     for group in thresholds.groups:
         latency = side.groups.get(group.name)
@@ -130,5 +150,7 @@ def checks(thresholds: Thresholds, side: SideNumbers) -> list[Check]:
     return result
 
 
-def judge(thresholds: Thresholds, sides: Iterable[SideNumbers]) -> list[Check]:
-    return [check for side in sides for check in checks(thresholds, side)]
+def judge(
+    thresholds: Thresholds, sides: Iterable[SideNumbers], offered_rps: float | None
+) -> list[Check]:
+    return [check for side in sides for check in checks(thresholds, side, offered_rps)]

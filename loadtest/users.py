@@ -11,14 +11,17 @@ does not.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from locust import FastHttpUser, task
 from locust.env import Environment
 
 from loadtest.dataset import DataSet
+from loadtest.schedule import OFFERED, Arrivals
 from loadtest.settings import KNOBS
 from loadtest.sources import SourceBoundClientPool, next_address
 
@@ -38,6 +41,17 @@ def data() -> DataSet:
     return _data
 
 
+def trusting(ca: str) -> Callable[..., ssl.SSLContext]:
+    """An SSL context factory for geventhttpclient that trusts `ca` alone, whatever CA file it
+    is asked to load (it passes its bundled certifi's). Importing Locust has monkeypatched ssl,
+    so the context is gevent's, as geventhttpclient's own default is."""
+
+    def factory(**_: Any) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=ca)
+
+    return factory
+
+
 class ApiUser(FastHttpUser):
     abstract = True
     # A stalled answer is a failure of the run, not a user stuck for a minute.
@@ -46,6 +60,11 @@ class ApiUser(FastHttpUser):
 
     def __init__(self, environment: Environment) -> None:
         options = environment.parsed_options
+        # Locust's FastHttpUser checks no certificate by default; here an https:// target's is
+        # checked (host name and chain), against --ca-file or the system's trust store.
+        self.insecure = False
+        if options is not None and options.ca_file:
+            self.ssl_context_factory = trusting(options.ca_file)
         if options is not None and options.spread_sources == "on":
             worker_index = int(getattr(environment.runner, "worker_index", 0))
             self.client_pool = SourceBoundClientPool(
@@ -54,21 +73,17 @@ class ApiUser(FastHttpUser):
                 network_timeout=self.network_timeout,
                 connection_timeout=self.connection_timeout,
                 insecure=self.insecure,
+                ssl_context_factory=self.ssl_context_factory,
             )
         super().__init__(environment)
         self.rng = random.Random()  # noqa: S311 - traffic shape, not a secret
         rps = float(options.user_rps) if options is not None else float(KNOBS["user_rps"].default)
-        self.rate = rps
-        self.next_start = time.monotonic() + self.rng.expovariate(rps)
+        # Poisson arrivals counted in what the run offered (schedule.py); wall-clock time, as
+        # Locust counts the answers per second.
+        self.arrivals = Arrivals(rps, self.rng, OFFERED, time.time())
 
     def wait_time(self) -> float:
-        # Poisson arrivals: exponential gaps between task starts with the mean that gives
-        # user_rps, counted from the previous start rather than from the answer, so latency up
-        # to the gap does not lower the offered load. A task slower than its gap is not caught
-        # up with a burst: one user never has two requests in flight.
-        now = time.monotonic()
-        self.next_start = max(self.next_start + self.rng.expovariate(self.rate), now)
-        return self.next_start - now
+        return self.arrivals.wait(time.time())
 
     def expect(self, method: str, path: str, name: str, status: int, **kwargs: Any) -> Any:
         """Send a request; exactly `status` (with problem+json for a 4xx) is a success."""

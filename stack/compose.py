@@ -38,6 +38,7 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # Every host port docker-compose.yml publishes, by the variable that sets it.
 PUBLISHED = (
     "NGINX_PORT",
+    "NGINX_TLS_PORT",
     "PROMETHEUS_PORT",
     "ALERTMANAGER_PORT",
     "GRAFANA_PORT",
@@ -158,10 +159,12 @@ class ComposeStack(LiveStack):
             "ps", "--no-trunc", *(("--filter", "status=running") if running else ("--all",)),
             "--filter", f"label={PROJECT_LABEL}={self.project}",
             "--filter", f"label=com.docker.compose.service={service}",
-            "--format", '{{.ID}} {{.Label "com.docker.compose.container-number"}}',
+            "--format", '{{.ID}} {{.Names}} {{.Label "com.docker.compose.container-number"}}',
         )  # fmt: skip
         rows = [line.split() for line in listed.splitlines() if line.strip()]
-        return [cid for cid, _ in sorted(rows, key=lambda row: int(row[1]))]
+        # Only Compose's own names: containers inherit the labels of the image (see _listed).
+        ours = [row for row in rows if len(row) == 3 and row[1].startswith(f"{self.project}-")]
+        return [cid for cid, _, _ in sorted(ours, key=lambda row: int(row[2]))]
 
     def inspect(self, container: str) -> dict[str, Any]:
         found: list[dict[str, Any]] = json.loads(self.docker("inspect", container))
@@ -207,6 +210,11 @@ class ComposeStack(LiveStack):
             "--format",
             "{{.Names}}" if kind == "container" else "{{.Name}}",
         ).split()
+        if kind == "container":
+            # Compose labels the images it builds with the project too, and a container inherits
+            # its image's labels: another project (or a swarm stack) running the same tag carries
+            # this project's label. Compose names its own containers <project>-<service>-<n>.
+            names = [name for name in names if name.startswith(f"{self.project}-")]
         return [f"{kind} {name}" for name in names]
 
     # --- LiveStack ----------------------------------------------------------------------------
@@ -227,9 +235,20 @@ class ComposeStack(LiveStack):
         return int(self.settings["NGINX_PORT"])
 
     @property
-    def monitoring(self) -> Monitoring:
-        # The Pushgateway is on the private network only, as in any Compose deployment.
-        return Monitoring(self._url("PROMETHEUS_PORT"), self._url("ALERTMANAGER_PORT"))
+    def https(self) -> str:
+        return f"https://127.0.0.1:{self.settings['NGINX_TLS_PORT']}"
+
+    @property
+    def monitoring_plane(self) -> Monitoring:
+        # The Pushgateway publishes no port, as in any Compose deployment: the engine's host
+        # reaches it at its address on the private network.
+        pushgateway = self.containers("pushgateway", running=True)
+        return Monitoring(
+            self._url("PROMETHEUS_PORT"),
+            self._url("ALERTMANAGER_PORT"),
+            f"http://{self.address(pushgateway[0])}:9091" if pushgateway else None,
+            self.monitoring_auth,
+        )
 
     def replica_addresses(self) -> list[str]:
         return [f"{self.address(c)}:{API_PORT}" for c in self.containers("api", running=True)]

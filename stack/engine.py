@@ -283,7 +283,10 @@ def _start(paths: Paths) -> Engine:
         )
     if users_engine_answers():
         log("a Docker engine already answers (DOCKER_HOST or the default socket): using it")
-        return Engine({}, ours=False, started=False)
+        # The caller's DOCKER_HOST / DOCKER_CONFIG / DOCKER_CONTEXT are how it answers: they go
+        # with the engine, since test stacks drop the caller's DOCKER_* otherwise.
+        callers = {k: v for k, v in os.environ.items() if k.startswith("DOCKER_")}
+        return Engine(callers, ours=False, started=False)
     if os.geteuid() != 0:
         raise EngineError(
             "no Docker engine answers. Start Docker, or run `make engine` as root to start "

@@ -9,7 +9,9 @@ import secrets
 import sys
 from pathlib import Path
 
-SECRET_KEYS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRET_KEYS = (
+    "POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "MONITORING_PASSWORD",
+)  # fmt: skip
 
 
 def _parse(text: str) -> dict[str, str]:
@@ -51,12 +53,15 @@ def ensure_env(root: Path, target: Path | None = None) -> dict[str, str]:
     return _parse(text)
 
 
-def stack_env(root: Path) -> dict[str, str]:
-    """The stack's settings: `.env` (created or completed first), then the environment on top.
+def settings_file(root: Path) -> Path:
+    """`.env` in root, or the file STACK_ENV_FILE names, so tests can run a stack without
+    touching the checkout's."""
+    return Path(os.environ.get("STACK_ENV_FILE", root / ".env"))
 
-    STACK_ENV_FILE names another file, so tests can run a stack without touching the checkout's.
-    """
-    env_file = Path(os.environ.get("STACK_ENV_FILE", root / ".env"))
+
+def stack_env(root: Path) -> dict[str, str]:
+    """The stack's settings: `.env` (created or completed first), then the environment on top."""
+    env_file = settings_file(root)
     return {**ensure_env(root, env_file), **{k: v for k, v in os.environ.items() if k.isupper()}}
 
 

@@ -25,7 +25,7 @@ from stack.running import LiveStack
 from stack.topology import API_BASE_PORT, PORTS, Topology
 
 # Settings of the caller's own environment that would steer the stack elsewhere.
-_FOREIGN = ("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_")
+_FOREIGN = ("NATIVE_", "API_", "DATABASE_", "REDIS_", "POSTGRES_", "METRICS_", "MONITORING_")
 
 
 def ephemeral_env(data_dir: Path, replicas: int, **settings: str) -> dict[str, str]:
@@ -98,13 +98,19 @@ class EphemeralStack(LiveStack):
         return self.topology.ports["nginx"]
 
     @property
-    def monitoring(self) -> Monitoring:
+    def monitoring_plane(self) -> Monitoring:
         url = self.topology.url
-        return Monitoring(url("prometheus"), url("alertmanager"), url("pushgateway"))
+        return Monitoring(
+            url("prometheus"), url("alertmanager"), url("pushgateway"), self.monitoring_auth
+        )
 
     @property
     def env_file(self) -> str:
         return str(self.data_dir / ".env")
+
+    @property
+    def https(self) -> str:
+        return f"https://{self.topology.address('nginx-tls')}"
 
     def replica_url(self, replica: int) -> str:
         return f"http://{self.topology.api_addresses[replica - 1]}"
@@ -196,5 +202,7 @@ def throwaway_stack(prefix: str, replicas: int, **settings: str) -> Iterator[Eph
         finally:
             stopped = stack.make("down", timeout=180)
             assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-            assert stack.leftovers() == []
-            assert stack.listening_ports() == []
+            left = stack.leftovers()
+            assert left == [], f"processes of the stack left after make down: {left}"
+            listening = stack.listening_ports()
+            assert listening == [], f"ports of the stack still listening: {listening}"

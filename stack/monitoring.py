@@ -1,13 +1,13 @@
 """The one HTTP client the tooling and the tests use to read a stack's Prometheus, Alertmanager and
-Pushgateway, whichever runner started it: every request goes through `_get`, so the credentials
-those services may come to require are added in one place.
+Pushgateway, whichever runner started it: every request goes through `client`, so the monitoring
+credential (stack/monitoring_auth.py) those services require is added in one place.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -20,10 +20,28 @@ class Monitoring:
     prometheus: str
     alertmanager: str
     pushgateway: str | None = None
+    # The monitoring credential; None only for a stack without one.
+    auth: httpx.BasicAuth | None = field(default=None, repr=False)
     timeout: float = 10
 
+    def url(self, service: str) -> str:
+        """The base URL of "prometheus", "alertmanager" or "pushgateway"."""
+        urls = {
+            "prometheus": self.prometheus,
+            "alertmanager": self.alertmanager,
+            "pushgateway": self.pushgateway,
+        }
+        url = urls[service]
+        if url is None:
+            raise ValueError(f"this stack's {service} is not reachable from here")
+        return url
+
+    def client(self, service: str) -> httpx.Client:
+        """A client for one of the three, with the credential."""
+        return httpx.Client(base_url=self.url(service), auth=self.auth, timeout=self.timeout)
+
     def _get(self, url: str, params: dict[str, str] | None = None) -> Any:
-        response = httpx.get(url, params=params, timeout=self.timeout)
+        response = httpx.get(url, params=params, auth=self.auth, timeout=self.timeout)
         response.raise_for_status()
         return response.json()
 
@@ -63,7 +81,5 @@ class Monitoring:
         return alerts
 
     def pushgateway_groups(self) -> Result:
-        if self.pushgateway is None:
-            raise ValueError("this stack's Pushgateway is not reachable from here")
-        groups: Result = self._get(f"{self.pushgateway}/api/v1/metrics")["data"]
+        groups: Result = self._get(f"{self.url('pushgateway')}/api/v1/metrics")["data"]
         return groups

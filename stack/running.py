@@ -4,8 +4,8 @@ the end-to-end tests use, implemented by the native stack (stack/ephemeral.py) a
 
 A runner says where its services answer and how to reach its replicas' processes and logs (the
 abstract members); what is the same for both is written here once: reading Prometheus (through
-stack.monitoring, the one client), finding which replicas served a request, waiting for nginx to
-route to every replica again, running SQL and `make`.
+stack.monitoring, the one client, with the monitoring credential), finding which replicas served
+a request, waiting for nginx to route to every replica again, running SQL and `make`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ import subprocess
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import httpx
 
 from stack.envfile import read_env
 from stack.monitoring import Monitoring, Result
+from stack.monitoring_auth import SETTING, USER
 from stack.paths import REPO_ROOT
 from stack.servers import postgres_bindir
+from stack.tls import tls_dir
 
 Rows = list[list[str]]
 
@@ -51,7 +54,14 @@ class LiveStack(Protocol):
 
     @property
     @abstractmethod
-    def monitoring(self) -> Monitoring: ...
+    def https(self) -> str:
+        """nginx's HTTPS entry (HTTP/2), as a client on this machine reaches it."""
+
+    @property
+    @abstractmethod
+    def monitoring_plane(self) -> Monitoring:
+        """Where Prometheus, Alertmanager and the Pushgateway answer, with the credential
+        (`monitoring_auth`)."""
 
     @property
     @abstractmethod
@@ -119,23 +129,44 @@ class LiveStack(Protocol):
     # --- the same for both --------------------------------------------------------------------
 
     @property
+    def ca(self) -> Path:
+        """The local CA `make up` made for this stack (its settings name no certificate): what a
+        client trusts, as `curl --cacert` does."""
+        return tls_dir(Path(self.env_file)) / "ca.crt"
+
+    @property
     def prometheus(self) -> str:
-        return self.monitoring.prometheus
+        return self.monitoring_plane.prometheus
 
     @property
     def alertmanager(self) -> str:
-        return self.monitoring.alertmanager
+        return self.monitoring_plane.alertmanager
+
+    @property
+    def monitoring_auth(self) -> httpx.BasicAuth:
+        """The credential Prometheus, Alertmanager and the Pushgateway require."""
+        return httpx.BasicAuth(USER, self.secret(SETTING))
+
+    def monitoring(self, service: str) -> httpx.Client:
+        """A client for "prometheus", "alertmanager" or "pushgateway", with the credential: every
+        test's call to the monitoring plane goes through here or `monitoring_plane`."""
+        return self.monitoring_plane.client(service)
 
     def query(self, promql: str, at: float | None = None) -> Result:
-        return self.monitoring.query(promql, at)
+        return self.monitoring_plane.query(promql, at)
 
     def wait_for(
         self, promql: str, predicate: Callable[[Result], bool], timeout: float = 30
     ) -> Result:
-        return self.monitoring.wait_for(promql, predicate, timeout)
+        return self.monitoring_plane.wait_for(promql, predicate, timeout)
 
     def alerts(self) -> Result:
-        return self.monitoring.alerts()
+        """Prometheus's alerts, pending and firing."""
+        return self.monitoring_plane.alerts()
+
+    def alertmanager_alerts(self, name: str) -> Result:
+        """Alertmanager's alerts named `name`, active, silenced and inhibited."""
+        return self.monitoring_plane.alertmanager_alerts(f'alertname="{name}"')
 
     def secret(self, key: str) -> str:
         return read_env(self.env_file)[key]
@@ -180,7 +211,9 @@ class LiveStack(Protocol):
         assert match, conf
         return int(match[1])
 
-    def wait_until_replica_serves(self, replica: int, timeout: float = 60) -> None:
+    def wait_until_replica_serves(self, replica: int, timeout: float = 120) -> None:
+        # 120 s, the native runner's own bound (HEALTH_TIMEOUT_SECONDS): three interpreters
+        # importing the app on a loaded 2-core host took over 40 s once.
         url = f"{self.replica_urls()[replica - 1]}/health/live"
         deadline = time.monotonic() + timeout
         while True:

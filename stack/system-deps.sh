@@ -11,6 +11,7 @@ packages=(
     prometheus-postgres-exporter
     prometheus-blackbox-exporter  # edge probes through nginx for the availability SLI
     prometheus-pushgateway  # Locust's live numbers during make loadtest
+    apache2-utils         # htpasswd: the bcrypt hash in the monitoring plane's web config
 )
 # A target's own extras, named on the command line (make bench: wrk).
 packages+=("$@")

@@ -18,6 +18,8 @@ HOST = "127.0.0.1"
 # (5432, 6379) so a system PostgreSQL or Redis on the same machine does not collide.
 PORTS: dict[str, tuple[str, int]] = {
     "nginx": ("NGINX_PORT", 8080),
+    # nginx's HTTPS entry (HTTP/2), beside or instead of the plain one (NGINX_HTTP, stack/tls).
+    "nginx-tls": ("NGINX_TLS_PORT", 8443),
     "nginx-internal": ("NATIVE_NGINX_INTERNAL_PORT", 8081),
     "prometheus": ("PROMETHEUS_PORT", 9090),
     "alertmanager": ("ALERTMANAGER_PORT", 9093),
@@ -37,10 +39,11 @@ PORTS: dict[str, tuple[str, int]] = {
 API_BASE_PORT = ("NATIVE_API_BASE_PORT", 8000)
 
 # Every Compose service and whether the native stack runs it (Grafana has no Debian package).
+# The one-shots (migrate, monitoring-auth) are steps of `stack up` natively, not programs.
 SERVICES = (
     "nginx", "api", "migrate", "postgres", "redis", "prometheus", "alertmanager", "grafana",
     "nginx-exporter", "redis-exporter", "postgres-exporter", "node-exporter", "blackbox-exporter",
-    "pushgateway",
+    "pushgateway", "monitoring-auth",
     "locust-master", "locust-worker", "backup",
 )  # fmt: skip
 NOT_NATIVE = frozenset({"grafana"})

@@ -34,7 +34,8 @@ def target_for(env: dict[str, str]) -> Target:
         # The settings file make hands Compose, which names the project too (STACK_ENV_FILE).
         env_file = env.get("STACK_ENV_FILE")
         options = ("--env-file", str(Path(env_file).resolve())) if env_file else ()
-        return ComposeTarget(("docker", "compose", *options))
+        entry = f"http://127.0.0.1:{env.get('NGINX_PORT', '8080')}"
+        return ComposeTarget(entry=entry, compose=("docker", "compose", *options))
     if kind == "native":
         return NativeTarget(env, Topology.from_env(env), stack_dirs())
     raise BackupError(f"STACK must be native or compose, got {kind!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,12 +107,15 @@ class NativeTarget:
 
     def unfence(self) -> None:
         runner.start_replicas(self.topology, self.dirs)
+        runner.wait_for_entry(self.topology, self.dirs)
 
 
 @dataclass
 class ComposeTarget:
     """The running Compose project (the same `docker compose` the Makefile uses)."""
 
+    # nginx's public entry on the host, e.g. http://127.0.0.1:8080: unfence waits until it serves.
+    entry: str
     compose: Sequence[str] = field(default_factory=lambda: ("docker", "compose"))
 
     def _run(
@@ -170,6 +174,22 @@ class ComposeTarget:
             listed = self._run("ps", "--all", "--format", "json", "api").stdout.decode()
             states = [json.loads(line) for line in listed.splitlines() if line.strip()]
             if states and all(s.get("Health") == "healthy" for s in states):
-                return
+                break
             time.sleep(1)
-        raise BackupError(f"the api replicas were not healthy within {WAIT_SECONDS} s")
+        else:
+            raise BackupError(f"the api replicas were not healthy within {WAIT_SECONDS} s")
+        # nginx keeps replicas that failed out of its pool for fail_timeout (10 s): the restore
+        # is over when the public entry serves again, ten answers in a row.
+        while time.monotonic() < deadline:
+            if all(_serves(f"{self.entry}/health/live") for _ in range(10)):
+                return
+            time.sleep(0.5)
+        raise BackupError(f"nginx did not serve again within {WAIT_SECONDS} s")
+
+
+def _serves(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own entry
+            return bool(response.status == 200)
+    except OSError:
+        return False

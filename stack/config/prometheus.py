@@ -49,6 +49,20 @@ def _shorter(a: str, b: str) -> str:
     return a if seconds(a) <= seconds(b) else b
 
 
+# Where Compose's prometheus.yml reads the monitoring password (the prometheus_auth volume).
+COMPOSE_AUTH_PATH = "/etc/prometheus-auth/password"
+
+
+def _native_auth(section: dict[str, Any], password_file: Path) -> None:
+    """Point a basic_auth block at the native password file (a copy: YAML aliases share one)."""
+    auth = section.get("basic_auth")
+    if auth is None:
+        return
+    if auth.get("password_file") != COMPOSE_AUTH_PATH:
+        raise ValueError(f"prometheus.yml sends basic auth other than the monitoring one: {auth}")
+    section["basic_auth"] = {**auth, "password_file": str(password_file)}
+
+
 def _with_interval(interval: str) -> dict[str, Any]:
     """prometheus.yml with another scrape and evaluation interval."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
@@ -72,8 +86,9 @@ def render_compose_prometheus(interval: str, target: Path) -> Path:
     return target
 
 
-def render_prometheus(topology: Topology, target: Path) -> Path:
-    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting."""
+def render_prometheus(topology: Topology, target: Path, password_file: Path) -> Path:
+    """Write the native variant of prometheus.yml to `target`: same jobs, rules and alerting;
+    the monitoring credential read from `password_file`."""
     config = _with_interval(topology.scrape_interval)
     config["rule_files"] = [str(PROMETHEUS_DIR / pattern) for pattern in config["rule_files"]]
     for job in config["scrape_configs"]:
@@ -85,6 +100,7 @@ def render_prometheus(topology: Topology, target: Path) -> Path:
             # Compose finds replicas through DNS; natively they are a rendered list.
             targets += _native_target(f"{dns['names'][0]}:{dns['port']}", topology)
         job["static_configs"] = [{"targets": targets}]
+        _native_auth(job, password_file)
         # A job that scrapes through a prober (blackbox) names the prober's address here.
         for relabel in job.get("relabel_configs", []):
             if relabel.get("target_label") == "__address__" and "replacement" in relabel:
@@ -92,6 +108,7 @@ def render_prometheus(topology: Topology, target: Path) -> Path:
     for alerting in config.get("alerting", {}).get("alertmanagers", []):
         for static in alerting.get("static_configs", []):
             static["targets"] = [topology.address("alertmanager")]
+        _native_auth(alerting, password_file)
     target.write_text(
         "# Rendered by stack/config/prometheus.py from services/prometheus/prometheus.yml.\n"
         + yaml.safe_dump(config, sort_keys=False)

@@ -24,7 +24,9 @@ API_SETTINGS = frozenset({
     "DB_MAX_OVERFLOW", "DB_POOL_TIMEOUT_SECONDS", "DB_CONNECT_TIMEOUT_SECONDS",
     "DB_STATEMENT_TIMEOUT_MS", "REDIS_SOCKET_TIMEOUT_SECONDS", "CACHE_TTL_SECONDS",
     "CACHE_RETRY_AFTER_SECONDS", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB",
-    "REDIS_PASSWORD", "METRICS_ENABLED",
+    "REDIS_PASSWORD", "METRICS_ENABLED", "REQUEST_BODY_TIMEOUT_SECONDS",
+    "IDEMPOTENCY_KEY_TTL_SECONDS",
+    "IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS",
 })  # fmt: skip
 
 
@@ -90,6 +92,7 @@ def api_environment(topology: Topology, env: Mapping[str, str], replica: int) ->
         "API_HOST": topology.host,
         "API_PORT": str(topology.api_ports[replica - 1]),
         "REPLICA_NAME": f"api-{replica}",
+        "API_REPLICAS": str(topology.replicas),
         "POSTGRES_HOST": topology.host,
         "POSTGRES_PORT": str(topology.ports["postgres"]),
         "REDIS_HOST": topology.host,
@@ -216,6 +219,7 @@ def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> 
                 # Pushed groups live for one load test (it deletes its group at the end); Debian's
                 # default would persist them under /var/lib/prometheus, outside the stack's data.
                 "--persistence.file=",
+                f"--web.config.file={dirs.web_config}",
             ],
         ),
         Program(
@@ -229,7 +233,10 @@ def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> 
                 f"--storage.tsdb.retention.time={env.get('PROMETHEUS_RETENTION', '31d')}",
                 f"--storage.tsdb.retention.size={env.get('PROMETHEUS_RETENTION_SIZE', '10GB')}",
                 f"--web.listen-address={topology.address('prometheus')}",
-                "--web.enable-lifecycle",
+                # Basic auth on every endpoint. No --web.enable-lifecycle: nobody stops or
+                # reloads Prometheus over HTTP, not even with the password (`make reload` sends
+                # SIGHUP).
+                f"--web.config.file={dirs.web_config}",
             ],
         ),
         Program(
@@ -245,6 +252,7 @@ def _monitoring(topology: Topology, env: Mapping[str, str], dirs: StackDirs) -> 
                 f"--web.listen-address={topology.address('alertmanager')}",
                 # A single instance: no gossip port to collide with anything.
                 "--cluster.listen-address=",
+                f"--web.config.file={dirs.web_config}",
             ],
             environment={
                 name: env[name] for name in ("ALERTMANAGER_CRITICAL_WEBHOOK_URL",) if name in env

@@ -35,3 +35,13 @@ class StackDirs:
     @property
     def supervisor_conf(self) -> Path:
         return self.run / "supervisord.conf"
+
+    @property
+    def web_config(self) -> Path:
+        """--web.config.file of Prometheus, Alertmanager and the Pushgateway (bcrypt hash)."""
+        return self.run / "web-config.yml"
+
+    @property
+    def monitoring_password(self) -> Path:
+        """The monitoring password, for Prometheus's own requests (password_file)."""
+        return self.run / "monitoring.password"

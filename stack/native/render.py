@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stack.config.nginx import render_nginx
+from stack.config.nginx import HttpsEntry, render_nginx
 from stack.config.prometheus import render_prometheus
 from stack.config.supervisor import LOG_UMASK, render_supervisor
+from stack.monitoring_auth import render_files
 from stack.native.dirs import StackDirs
+from stack.tls import TlsEntry, system_resolver
 from stack.topology import Topology
 
 
@@ -21,9 +23,16 @@ def _private_logs(dirs: StackDirs) -> None:
             log.chmod(log.stat().st_mode & 0o777 & ~LOG_UMASK)
 
 
+def https_entry(topology: Topology, tls: TlsEntry) -> HttpsEntry:
+    port = topology.ports["nginx-tls"]
+    resolver = system_resolver() if tls.ocsp else None
+    return HttpsEntry(port, port, str(tls.certificate), str(tls.key), tls.http_mode, resolver)
+
+
 def render_all(
-    topology: Topology, env: Mapping[str, str], dirs: StackDirs, *, as_root: bool
+    topology: Topology, env: Mapping[str, str], dirs: StackDirs, *, tls: TlsEntry, as_root: bool
 ) -> None:
+    """tls: the checked HTTPS entry (stack.tls.prepare), which nginx serves."""
     for folder in (dirs.run, dirs.logs, dirs.prometheus, dirs.alertmanager):
         folder.mkdir(parents=True, exist_ok=True)
     _private_logs(dirs)
@@ -36,6 +45,9 @@ def render_all(
         internal_listen_host=topology.host,
         access_log="/dev/stdout",
         rate=env.get("NGINX_RATE_LIMIT", "1000r/s"),
+        https=https_entry(topology, tls),
     )
-    render_prometheus(topology, dirs.run / "prometheus.yml")
+    # What Compose's one-shot monitoring-auth service renders, by the same script.
+    render_files(env, dirs.web_config, dirs.monitoring_password)
+    render_prometheus(topology, dirs.run / "prometheus.yml", dirs.monitoring_password)
     render_supervisor(topology, env, dirs, as_root=as_root)

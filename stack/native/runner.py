@@ -13,13 +13,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+from stack.config.nginx import nginx_command
 from stack.config.supervisor import LOG_UMASK
+from stack.monitoring_auth import BasicAuth
 from stack.native.dirs import StackDirs
 from stack.native.render import render_all
 from stack.paths import API_DIR, data_root
 from stack.procs import ServerError, port_open
 from stack.servers import PostgresServer, postgres_bindir
+from stack.tls import TlsEntry
 from stack.topology import Topology
 
 # Binary → Debian package that provides it.
@@ -89,6 +93,19 @@ def supervisorctl(dirs: StackDirs, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; only its parent's wait is left.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    return False
+
+
 def supervisord_pid(dirs: StackDirs) -> int | None:
     pidfile = dirs.run / "supervisord.pid"
     try:
@@ -110,12 +127,18 @@ def _wait(what: str, check: Callable[[], bool], dirs: StackDirs, log: str | None
     raise StackError(f"{what} not healthy after {HEALTH_TIMEOUT_SECONDS:.0f}s\n{tail}")
 
 
-def _http_ok(url: str) -> Callable[[], bool]:
+def _http_ok(url: str, headers: Mapping[str, str] | None = None) -> Callable[[], bool]:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback
+
     def check() -> bool:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our loopback URL
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
             return bool(response.status == 200)
 
     return check
+
+
+def _ready(topology: Topology, service: str, auth: Mapping[str, str]) -> Callable[[], bool]:
+    return _http_ok(f"{topology.url(service)}/-/ready", auth)
 
 
 def _port_open(port: int) -> Callable[[], bool]:
@@ -157,10 +180,13 @@ def migrate(topology: Topology, env: Mapping[str, str]) -> None:
         raise StackError(f"migrations failed:\n{result.stdout}{result.stderr}")
 
 
-def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
+def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs, tls: TlsEntry) -> None:
+    """tls: the HTTPS entry, checked by stack.tls.prepare before anything here starts."""
     as_root = os.geteuid() == 0
+    credential = BasicAuth.from_env(env)
+    auth = credential.header if credential else {}
     dirs.root.mkdir(parents=True, exist_ok=True)
-    render_all(topology, env, dirs, as_root=as_root)
+    render_all(topology, env, dirs, tls=tls, as_root=as_root)
     postgres = _postgres(topology, env, dirs)
     fresh = not (postgres.data_dir / "PG_VERSION").exists()
     if fresh:
@@ -211,11 +237,22 @@ def up(env: Mapping[str, str], topology: Topology, dirs: StackDirs) -> None:
     supervisorctl(dirs, "start", *exporters, "alertmanager")
     for name in exporters:
         _wait(name, _http_ok(f"{topology.url(name)}/metrics"), dirs, name)
-    _wait("alertmanager", _http_ok(f"{topology.url('alertmanager')}/-/ready"), dirs, "alertmanager")
+    # These three answer only with the monitoring credential, /-/ready included.
+    _wait("alertmanager", _ready(topology, "alertmanager", auth), dirs, "alertmanager")
     supervisorctl(dirs, "start", "pushgateway")
-    _wait("pushgateway", _http_ok(f"{topology.url('pushgateway')}/-/ready"), dirs, "pushgateway")
+    _wait("pushgateway", _ready(topology, "pushgateway", auth), dirs, "pushgateway")
     supervisorctl(dirs, "start", "prometheus")
-    _wait("prometheus", _http_ok(f"{topology.url('prometheus')}/-/ready"), dirs, "prometheus")
+    _wait("prometheus", _ready(topology, "prometheus", auth), dirs, "prometheus")
+
+
+def check_nginx(dirs: StackDirs) -> None:
+    """`nginx -t` on the rendered configuration (certificate and key included)."""
+    result = subprocess.run(
+        nginx_command(dirs.nginx, test=True), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise StackError(f"nginx refuses its configuration:\n{result.stderr.strip()}")
 
 
 def start_replicas(topology: Topology, dirs: StackDirs) -> None:
@@ -224,6 +261,20 @@ def start_replicas(topology: Topology, dirs: StackDirs) -> None:
     for replica, port in enumerate(topology.api_ports, start=1):
         url = f"http://{topology.host}:{port}/health/ready"
         _wait(f"api-{replica}", _http_ok(url), dirs, f"api-{replica}")
+
+
+def wait_for_entry(topology: Topology, dirs: StackDirs, in_a_row: int = 10) -> None:
+    """Until nginx answers through every replica again, `in_a_row` GETs in a row.
+
+    After its replicas were all stopped nginx keeps each out of its pool for fail_timeout (10 s)
+    even once it is back, answering 502 meanwhile: a restore is not over until that has passed.
+    """
+    url = f"{topology.url('nginx')}/health/live"
+
+    def serving() -> bool:
+        return all(_http_ok(url)() for _ in range(in_a_row))
+
+    _wait("nginx's pool", serving, dirs, "nginx")
 
 
 def stop_replicas(dirs: StackDirs) -> None:
@@ -237,8 +288,10 @@ def down(dirs: StackDirs) -> None:
         return
     # Stops every program (each with its own grace period, signals to the whole group).
     supervisorctl(dirs, "shutdown", check=False)
+    # supervisord removes its pidfile before the process is gone: wait for the process itself,
+    # so nothing of the stack is still running when `make down` returns.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and supervisord_pid(dirs) is not None:
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.2)
-    if supervisord_pid(dirs) is not None:
+    if _alive(pid):
         raise StackError(f"supervisord (pid {pid}) did not stop within 120 s")

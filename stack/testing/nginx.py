@@ -4,16 +4,21 @@ replicas: for the tests that check what clients and replicas actually see.
     with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
         status, headers, body, _ = nginx.request("GET", "/items")
         answer = nginx.raw(b"GET /it\\xc3\\xa9ms HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")
+
+    with run_nginx([upstream.address], https="serve") as nginx:   # plus HTTPS, a test CA's
+        status, headers, body, _ = nginx.request("GET", "/items", tls=True)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -26,6 +31,8 @@ from typing import Any
 
 from stack.config import nginx as render
 from stack.procs import free_port, stop_process
+from stack.tls import TlsEntry, check_pair
+from stack.tls.local_ca import LocalCertificate, ensure_local_certificate
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROBLEM = "application/problem+json"
@@ -41,9 +48,43 @@ class Answer:
     body: bytes
 
 
-def raw_request(port: int, data: bytes, *, timeout: float = 10) -> Answer:
-    """`data` on a connection of its own, exactly as given; the response nginx sends, if any."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+def tls_context(ca: Path) -> ssl.SSLContext:
+    """A client context that trusts `ca` alone and checks the host name, as curl --cacert does."""
+    return ssl.create_default_context(cafile=str(ca))
+
+
+@functools.cache
+def throwaway_certificate() -> LocalCertificate:
+    """One local CA and localhost certificate per test process (stack/tls/local_ca.py), in a
+    folder removed when the process exits."""
+    folder = tempfile.TemporaryDirectory(prefix="nginx-test-tls-")
+    # Kept alive (and so not removed) for as long as the cached result is.
+    _TEMPORARY.append(folder)
+    return ensure_local_certificate(Path(folder.name) / "tls")
+
+
+_TEMPORARY: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def throwaway_tls(http_mode: str = "serve", port: int = 8443) -> TlsEntry:
+    """A checked HTTPS entry with throwaway_certificate(), for rendering a native stack's files
+    (stack.native.render.render_all) without making a CA in the checkout."""
+    certificate = throwaway_certificate()
+    fingerprint, ocsp = check_pair(certificate.certificate, certificate.key)
+    return TlsEntry(
+        http_mode, port, certificate.certificate, certificate.key, certificate.ca, fingerprint, ocsp
+    )
+
+
+def raw_request(
+    port: int, data: bytes, *, timeout: float = 10, tls: ssl.SSLContext | None = None
+) -> Answer:
+    """`data` on a connection of its own, exactly as given (inside TLS with `tls`); the response
+    nginx sends, if any."""
+    with contextlib.ExitStack() as stack:
+        conn = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+        if tls is not None:
+            conn = stack.enter_context(tls.wrap_socket(conn, server_hostname="localhost"))
         conn.sendall(data)
         received = b""
         with contextlib.suppress(ConnectionResetError):
@@ -224,12 +265,31 @@ class EchoUpstream:
 
 
 class RunningNginx:
-    def __init__(self, prefix: Path, public_port: int, internal_port: int) -> None:
+    def __init__(
+        self,
+        prefix: Path,
+        public_port: int,
+        internal_port: int,
+        tls_port: int | None = None,
+        certificate: LocalCertificate | None = None,
+    ) -> None:
         self.prefix = prefix
         self.public_port = public_port
         self.internal_port = internal_port
         self.access_log = prefix / "access.log"
         self.error_log = prefix / "stderr.log"
+        # The HTTPS port and the certificate it serves (with its CA), when run with https=.
+        self.tls_port = tls_port
+        self.certificate = certificate
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        assert self.certificate is not None, "run_nginx(..., https=...) serves HTTPS"
+        return tls_context(self.certificate.ca)
+
+    @property
+    def https_url(self) -> str:
+        return f"https://localhost:{self.tls_port}"
 
     def request(
         self,
@@ -239,9 +299,15 @@ class RunningNginx:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
         internal: bool = False,
+        tls: bool = False,
     ) -> tuple[int, dict[str, str], bytes, list[tuple[str, str]]]:
         port = self.internal_port if internal else self.public_port
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        if tls:
+            assert self.tls_port is not None
+            conn = http.client.HTTPSConnection(
+                "localhost", self.tls_port, timeout=10, context=self.tls
+            )
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -251,7 +317,12 @@ class RunningNginx:
         finally:
             conn.close()
 
-    def raw(self, data: bytes, *, internal: bool = False, timeout: float = 10) -> Answer:
+    def raw(
+        self, data: bytes, *, internal: bool = False, timeout: float = 10, tls: bool = False
+    ) -> Answer:
+        if tls:
+            assert self.tls_port is not None
+            return raw_request(self.tls_port, data, timeout=timeout, tls=self.tls)
         port = self.internal_port if internal else self.public_port
         return raw_request(port, data, timeout=timeout)
 
@@ -278,24 +349,46 @@ def _edit(conf: Path, replace: Mapping[str, str]) -> None:
 
 @contextlib.contextmanager
 def run_nginx(
-    upstreams: list[str], *, replace: Mapping[str, str] | None = None, **render_kwargs: Any
+    upstreams: list[str],
+    *,
+    replace: Mapping[str, str] | None = None,
+    https: str | None = None,
+    certificate: LocalCertificate | None = None,
+    **render_kwargs: Any,
 ) -> Iterator[RunningNginx]:
+    """https: serve HTTPS too, with NGINX_HTTP's value for the plain port (serve, redirect,
+    off), and `certificate` (default: the test process's local CA's, throwaway_certificate())."""
     assert Path(NGINX).is_file(), f"nginx is not installed at {NGINX} (apt-get install nginx)"
     # Run as root, nginx's workers drop to `nobody`, which must reach the prefix: pytest's own
     # tmp dirs are 0700, so this one is made world-traversable.
     prefix = Path(tempfile.mkdtemp(prefix="nginx-test-", dir="/tmp"))
     prefix.chmod(0o755)
     public_port, internal_port = free_port(), free_port()
+    tls_port, entry = None, None
+    if https is not None:
+        certificate = certificate or throwaway_certificate()
+        tls_port = free_port()
+        # The responders of test certificates are on loopback: any resolver will do.
+        ocsp = check_pair(certificate.certificate, certificate.key)[1]
+        entry = render.HttpsEntry(
+            tls_port,
+            tls_port,
+            str(certificate.certificate),
+            str(certificate.key),
+            https,
+            "127.0.0.1" if ocsp else None,
+        )
     conf = render.render_nginx(
         prefix,
         upstreams,
         public_port,
         internal_port,
         access_log=str(prefix / "access.log"),
+        https=entry,
         **render_kwargs,
     )
     _edit(conf, replace or {})
-    running = RunningNginx(prefix, public_port, internal_port)
+    running = RunningNginx(prefix, public_port, internal_port, tls_port, certificate)
     errors = running.error_log.open("w")
     process = subprocess.Popen(
         render.nginx_command(prefix, nginx=NGINX),

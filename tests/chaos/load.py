@@ -15,9 +15,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from .keyed import KeyedCreate
 
 # A transport failure (connection refused or reset, client timeout) has no HTTP status.
 TRANSPORT_ERROR = 0
@@ -65,6 +68,8 @@ class Worker:
     writes: list[Write] = field(default_factory=list)
     # Reads right after an acknowledged write that returned an older version.
     stale: list[str] = field(default_factory=list)
+    user_id: int = 0
+    keyed: list[KeyedCreate] = field(default_factory=list)
 
 
 @dataclass
@@ -87,7 +92,9 @@ def seed(base_url: str, clients: int, cached_items: int = 20) -> Seed:
             item = client.post(
                 "/items", json={"name": f"w{index}-v1", "price": 1}, headers=auth
             ).json()
-            workers.append(Worker(index, auth, item["id"], item["version"]))
+            workers.append(
+                Worker(index, auth, item["id"], item["version"], user_id=user.json()["id"])
+            )
         for n in range(cached_items):
             item = client.post(
                 "/items", json={"name": f"cached-{n}", "price": 2}, headers=workers[0].auth
@@ -224,6 +231,10 @@ class Load:
     @property
     def writes(self) -> list[Write]:
         return [w for worker in self.seeded.workers for w in worker.writes]
+
+    @property
+    def keyed_creates(self) -> list[KeyedCreate]:
+        return [k for worker in self.seeded.workers for k in worker.keyed]
 
     @property
     def stale_reads(self) -> list[str]:

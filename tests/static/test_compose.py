@@ -24,6 +24,9 @@ import jsonschema
 import pytest
 import yaml
 
+from stack.config.nginx import COMPOSE_CERTIFICATE, COMPOSE_KEY
+from stack.config.prometheus import COMPOSE_AUTH_PATH
+from stack.monitoring_auth import RENDER_SCRIPT, USER
 from stack.paths import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -33,6 +36,7 @@ REQUIRED_ENV = {
     "POSTGRES_PASSWORD": "pg-test-only-7f3a",
     "REDIS_PASSWORD": "redis-test-only-91c2",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test-only-5d0e",
+    "MONITORING_PASSWORD": "monitoring-test-only-3b8f",
 }
 SERVICES = {
     "nginx",
@@ -49,8 +53,11 @@ SERVICES = {
     "node-exporter",
     "blackbox-exporter",
     "pushgateway",
+    "monitoring-auth",
 }
-ONE_SHOT = {"migrate"}
+ONE_SHOT = {"migrate", "monitoring-auth"}
+# Needs no network at all: it only hashes a password into files.
+NO_NETWORK = {"monitoring-auth"}
 # Images with nothing inside to run a probe with: no healthcheck at all (`up --wait` then waits for
 # them to run; a disabled check makes it fail).
 NO_PROBE_POSSIBLE = {"nginx-exporter": "nginx/nginx-prometheus-exporter is FROM scratch"}
@@ -194,9 +201,14 @@ def test_data_stores_are_private_only_and_unpublished(resolved: dict[str, Any], 
 
 
 def test_network_membership(resolved: dict[str, Any]) -> None:
-    networks = {name: set(s["networks"]) for name, s in resolved["services"].items()}
+    services = resolved["services"]
+    networks = {name: set(s.get("networks", ())) for name, s in services.items()}
     both = {"nginx", "prometheus", "alertmanager", "grafana"}
     for name, joined in networks.items():
+        if name in NO_NETWORK:
+            assert services[name]["network_mode"] == "none", name
+            assert not joined, name
+            continue
         assert joined == ({"public", "private"} if name in both else {"private"}), name
 
 
@@ -207,7 +219,7 @@ def test_only_nginx_and_the_monitoring_uis_publish_ports(resolved: dict[str, Any
         if service.get("ports")
     }
     assert published == {
-        "nginx": [("8080", 8080)],
+        "nginx": [("8080", 8080), ("8443", 8443)],
         "prometheus": [("9090", 9090)],
         "alertmanager": [("9093", 9093)],
         "grafana": [("3000", 3000)],
@@ -219,7 +231,10 @@ def test_only_nginx_and_the_monitoring_uis_publish_ports(resolved: dict[str, Any
 
 def test_host_ports_come_from_env(raw: dict[str, Any]) -> None:
     services = raw["services"]
-    assert services["nginx"]["ports"] == ["${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_PORT:-8080}:8080"]
+    assert services["nginx"]["ports"] == [
+        "${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_PORT:-8080}:8080",
+        "${NGINX_BIND_ADDRESS:-0.0.0.0}:${NGINX_TLS_PORT:-8443}:8443",
+    ]
     for name, variable, port in [
         ("prometheus", "PROMETHEUS_PORT", 9090),
         ("alertmanager", "ALERTMANAGER_PORT", 9093),
@@ -301,6 +316,10 @@ def test_secrets_reach_the_services_from_the_env(resolved: dict[str, Any]) -> No
     assert services["redis-exporter"]["environment"]["REDIS_PASSWORD"] == redis_password
     grafana = services["grafana"]["environment"]
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED_ENV["GRAFANA_ADMIN_PASSWORD"]
+    monitoring_password = REQUIRED_ENV["MONITORING_PASSWORD"]
+    assert grafana["MONITORING_PASSWORD"] == monitoring_password
+    rendering = services["monitoring-auth"]["environment"]
+    assert rendering["MONITORING_PASSWORD"] == monitoring_password
 
 
 def test_redis_is_an_lru_cache_with_a_memory_cap(resolved: dict[str, Any]) -> None:
@@ -370,12 +389,41 @@ def test_nginx_mounts_the_shared_config_and_compose_includes(resolved: dict[str,
         Path(mounts["/etc/nginx/nginx.conf"]["source"]) == REPO_ROOT / "services/nginx/nginx.conf"
     )
     assert Path(mounts["/etc/nginx/conf.d"]["source"]) == REPO_ROOT / "services/nginx/compose"
+    # Without the variables `make up` exports: the local CA's files beside .env.
+    local = REPO_ROOT / ".data" / "tls"
+    assert Path(mounts["/etc/nginx/entry"]["source"]) == local / "compose-entry"
+    assert Path(mounts[COMPOSE_CERTIFICATE]["source"]) == local / "server.crt"
+    assert Path(mounts[COMPOSE_KEY]["source"]) == local / "server.key"
     assert all(mount.get("read_only") for mount in mounts.values())
     command = resolved["services"]["nginx"]["command"]
     assert command[:3] == ["nginx", "-p", "/var/cache/nginx/"]
     # No pid override: `nginx -s reload` in the container must find the compiled-in pid file.
     assert not any("pid" in part for part in command)
     assert "/var/cache/nginx" in resolved["services"]["nginx"]["tmpfs"]
+
+
+def test_nginx_serves_the_certificate_and_entry_make_up_prepared(tmp_path: Path) -> None:
+    """What `make up` exports (python3 -m stack.tls compose-env) is what nginx mounts, and a
+    change of certificate or entry settings changes nginx's configuration, so `up` recreates it."""
+    exported = {
+        "NGINX_TLS_CERT": "/srv/tls/fullchain.pem",
+        "NGINX_TLS_KEY": "/srv/tls/privkey.pem",
+        "NGINX_TLS_ENTRY": "/srv/stack/.data/tls/compose-entry",
+        "NGINX_TLS_DIGEST": "0123456789abcdef",
+        "NGINX_TLS_PORT": "443",
+    }
+    result = compose_config(tmp_path, {**REQUIRED_ENV, **exported})
+    assert result.returncode == 0, result.stderr
+    nginx = json.loads(result.stdout)["services"]["nginx"]
+    mounts = {v["target"]: v["source"] for v in nginx["volumes"]}
+    assert mounts[COMPOSE_CERTIFICATE] == exported["NGINX_TLS_CERT"]
+    assert mounts[COMPOSE_KEY] == exported["NGINX_TLS_KEY"]
+    assert mounts["/etc/nginx/entry"] == exported["NGINX_TLS_ENTRY"]
+    assert nginx["environment"]["NGINX_TLS_DIGEST"] == exported["NGINX_TLS_DIGEST"]
+    assert [(p["published"], p["target"]) for p in nginx["ports"]][1] == ("443", 8443)
+    # The master reads the key as root without DAC_OVERRIDE; nothing else is added.
+    assert sorted(nginx["cap_add"]) == ["CHOWN", "DAC_READ_SEARCH", "SETGID", "SETUID"]
+    assert nginx["cap_drop"] == ["ALL"]
 
 
 def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
@@ -389,7 +437,6 @@ def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
     assert prometheus["/etc/prometheus"]["read_only"] is True
     assert prometheus["/prometheus"]["type"] == "volume"
     flags = services["prometheus"]["command"]
-    assert "--web.enable-lifecycle" in flags
     assert any(flag.startswith("--storage.tsdb.retention.time=") for flag in flags)
     assert services["prometheus"]["image"].startswith("prom/prometheus:v2.53.")
 
@@ -410,3 +457,73 @@ def test_monitoring_mounts_and_flags(resolved: dict[str, Any]) -> None:
     assert services["nginx-exporter"]["command"][0] == (
         "--nginx.scrape-uri=http://nginx:8081/stub_status"
     )
+
+
+# --- the monitoring plane's credential ----------------------------------------------------------
+
+WEB_CONFIG_FLAG = "--web.config.file=/etc/web-config/web.yml"
+AUTHENTICATED = ("prometheus", "alertmanager", "pushgateway")
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["target"]: v for v in service.get("volumes", [])}
+
+
+def test_monitoring_services_refuse_requests_without_the_credential(
+    resolved: dict[str, Any],
+) -> None:
+    services = resolved["services"]
+    render = services["monitoring-auth"]
+    # The web config (bcrypt hash) and Prometheus's password file, rendered at every `up` by the
+    # script the native runner runs; the files land where the services read them.
+    assert render["entrypoint"] == ["/bin/sh", f"/etc/monitoring-auth/{RENDER_SCRIPT.name}"]
+    assert render["command"] == ["/etc/web-config/web.yml", COMPOSE_AUTH_PATH]
+    render_mounts = _mounts(render)
+    assert Path(render_mounts["/etc/monitoring-auth"]["source"]) == RENDER_SCRIPT.parent
+    assert render_mounts["/etc/monitoring-auth"]["read_only"] is True
+    assert render_mounts["/etc/web-config"]["source"] == "monitoring_web_config"
+    assert render_mounts["/etc/prometheus-auth"]["source"] == "prometheus_auth"
+    assert render["cap_drop"] == ["ALL"]
+    assert render["cap_add"] == ["CHOWN"]
+    for name in AUTHENTICATED:
+        service = services[name]
+        assert WEB_CONFIG_FLAG in service["command"], name
+        web_config = _mounts(service)["/etc/web-config"]
+        assert (web_config["source"], web_config["read_only"]) == ("monitoring_web_config", True)
+        condition = service["depends_on"]["monitoring-auth"]["condition"]
+        assert condition == "service_completed_successfully", name
+    # Only Prometheus holds the password itself (it is a client of the other two).
+    holders = {
+        name
+        for name, service in services.items()
+        if any(v.get("source") == "prometheus_auth" for v in service.get("volumes", []))
+    }
+    assert holders == {"prometheus", "monitoring-auth"}
+    assert _mounts(services["prometheus"])["/etc/prometheus-auth"]["read_only"] is True
+
+
+def test_prometheus_cannot_be_stopped_or_reloaded_over_http(resolved: dict[str, Any]) -> None:
+    flags = resolved["services"]["prometheus"]["command"]
+    assert not [flag for flag in flags if flag.startswith("--web.enable-lifecycle")]
+    assert not [flag for flag in flags if flag.startswith("--web.enable-admin-api")]
+
+
+def test_monitoring_healthchecks_hold_no_password(resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+    # Prometheus: promtool checks /-/ready with the credential, from the password file.
+    check = services["prometheus"]["healthcheck"]["test"]
+    assert check[:4] == ["CMD", "promtool", "check", "ready"]
+    [config_flag] = [part for part in check if part.startswith("--http.config.file=")]
+    container_path = Path(config_flag.partition("=")[2])
+    assert container_path.parent == Path("/etc/prometheus")
+    client = yaml.safe_load((REPO_ROOT / "services/prometheus" / container_path.name).read_text())
+    assert client == {"basic_auth": {"username": USER, "password_file": COMPOSE_AUTH_PATH}}
+    # Alertmanager and the Pushgateway hold no credential: a 401 to an anonymous probe.
+    for name, port in (("alertmanager", 9093), ("pushgateway", 9091)):
+        [kind, command] = services[name]["healthcheck"]["test"]
+        assert kind == "CMD-SHELL"
+        assert f"http://127.0.0.1:{port}/-/ready" in command
+        assert command.endswith("| grep -q ' 401 '"), command
+    text = json.dumps({name: services[name]["healthcheck"] for name in AUTHENTICATED})
+    assert REQUIRED_ENV["MONITORING_PASSWORD"] not in text
+    assert "MONITORING_PASSWORD" not in text

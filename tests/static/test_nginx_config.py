@@ -21,15 +21,23 @@ import yaml
 from stack.config import nginx as render
 from stack.paths import NGINX_DIR, REPO_ROOT
 from stack.procs import free_port
-from stack.testing.nginx import NGINX, PROBLEM_KEYS, EchoUpstream, run_nginx
+from stack.testing.nginx import (
+    NGINX,
+    PROBLEM_KEYS,
+    EchoUpstream,
+    run_nginx,
+    throwaway_certificate,
+)
 
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _nginx_t(conf_dir: Path, *prefix_command: str) -> subprocess.CompletedProcess[str]:
+def _nginx_t(
+    conf_dir: Path, *prefix_command: str, conf: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     assert Path(NGINX).is_file(), f"nginx is not installed at {NGINX} (apt-get install nginx)"
     command = [*prefix_command, NGINX, "-t", "-q", "-e", "stderr", "-p", f"{conf_dir}/"]
-    command += ["-c", str(conf_dir / "nginx.conf")]
+    command += ["-c", str(conf or conf_dir / "nginx.conf")]
     return subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -75,11 +83,24 @@ def test_render_refuses_values_that_would_inject_config(
 def test_every_include_nginx_conf_names_exists_in_both_variants(tmp_path: Path) -> None:
     nginx_conf = (NGINX_DIR / "nginx.conf").read_text()
     included = re.findall(r"^\s*include\s+(\S+);", nginx_conf, flags=re.MULTILINE)
-    assert sorted(included) == sorted(f"conf.d/{name}" for name in render.INCLUDE_FILES)
-    render.render_nginx(tmp_path, ["127.0.0.1:18001"], 18080, 18081)
-    rendered = {p.name for p in (tmp_path / "conf.d").iterdir()}
+    assert sorted(included) == sorted(
+        [f"conf.d/{name}" for name in render.INCLUDE_FILES]
+        + [f"entry/{name}" for name in render.ENTRY_FILES]
+    )
+    render.render_nginx(tmp_path / "native", ["127.0.0.1:18001"], 18080, 18081)
+    rendered = {p.name for p in (tmp_path / "native" / "conf.d").iterdir()}
     committed = {p.name for p in (NGINX_DIR / "compose").glob("*.conf")}
     assert rendered == committed == set(render.INCLUDE_FILES)
+    # entry/ is rendered for both runners: natively beside conf.d/, for Compose by `make up`.
+    render.render_compose_entry(tmp_path / "compose", _compose_https("serve"))
+    for folder in (tmp_path / "native" / "entry", tmp_path / "compose"):
+        assert {p.name for p in folder.iterdir()} == set(render.ENTRY_FILES)
+
+
+def _compose_https(mode: str) -> render.HttpsEntry:
+    return render.HttpsEntry(
+        render.COMPOSE_TLS_PORT, 8443, render.COMPOSE_CERTIFICATE, render.COMPOSE_KEY, mode
+    )
 
 
 def _directives(path: Path) -> list[str]:
@@ -111,19 +132,23 @@ def _compose_nginx_image() -> str:
 
 def test_compose_nginx_image_supports_upstream_resolve() -> None:
     # compose/upstream.conf relies on `server ... resolve` and `resolver` inside upstream{},
-    # which open-source nginx has since 1.27.3.
+    # which open-source nginx has since 1.27.3; Compose's entry/listen.conf on `http2 on;`
+    # (1.25.1).
     match = re.fullmatch(r"nginx:(\d+)\.(\d+)\.(\d+)-alpine", _compose_nginx_image())
     assert match, _compose_nginx_image()
     assert tuple(int(part) for part in match.groups()) >= (1, 27, 3)
 
 
-def test_compose_variant_passes_nginx_t(tmp_path: Path) -> None:
-    """The Compose variant as mounted in the container: nginx.conf + compose/ as conf.d/.
+@pytest.mark.parametrize("mode", ["serve", "redirect", "off"])
+def test_compose_variant_passes_nginx_t(tmp_path: Path, mode: str) -> None:
+    """The Compose variant as mounted in the container: nginx.conf, compose/ as conf.d/, the
+    entry/ `make up` renders and the certificate and key under /etc/nginx/tls/.
 
-    Debian's nginx 1.22 here predates `resolve`; those two constructs (checked against the
-    pinned image's version above) are taken out and everything else is tested as committed.
-    The `api` name is made resolvable for the nginx -t process alone, in its own mount
-    namespace with a private /etc/hosts.
+    Debian's nginx 1.22 here predates `resolve` and `http2 on;`; those constructs (checked
+    against the pinned image's version above) are taken out or said the 1.22 way (`listen ...
+    http2`), and everything else is tested as committed or rendered. In its own mount namespace
+    the nginx -t process gets a private /etc/hosts (the `api` name resolves) and the folder as
+    /etc/nginx, so the absolute paths in entry/ are the container's.
     """
     probe = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "true"],
@@ -136,6 +161,17 @@ def test_compose_variant_passes_nginx_t(tmp_path: Path) -> None:
     conf_dir = tmp_path / "etc-nginx"
     shutil.copytree(NGINX_DIR / "compose", conf_dir / "conf.d")
     shutil.copyfile(NGINX_DIR / "nginx.conf", conf_dir / "nginx.conf")
+    render.render_compose_entry(conf_dir / "entry", _compose_https(mode))
+    listen = conf_dir / "entry" / "listen.conf"
+    rendered = listen.read_text()
+    assert "\nlisten 8443 ssl default_server;\nhttp2 on;\n" in rendered
+    listen.write_text(
+        rendered.replace("ssl default_server;\nhttp2 on;", "ssl http2 default_server;")
+    )
+    certificate = throwaway_certificate()
+    (conf_dir / "tls").mkdir()
+    shutil.copyfile(certificate.certificate, conf_dir / "tls" / "server.crt")
+    shutil.copyfile(certificate.key, conf_dir / "tls" / "server.key")
     upstream = conf_dir / "conf.d" / "upstream.conf"
     original = upstream.read_text()
     assert re.search(r"^server api:8000 resolve ", original, flags=re.MULTILINE)
@@ -145,14 +181,18 @@ def test_compose_variant_passes_nginx_t(tmp_path: Path) -> None:
     upstream.write_text(legacy)
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n127.0.0.1 api\n")
-    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
-    result = _nginx_t(
-        conf_dir, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(hosts)
-    )
+    script = 'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/nginx && shift && exec "$@"'
+    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+    container_conf = Path("/etc/nginx/nginx.conf")
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    result = _nginx_t(prefix, *unshare, str(hosts), str(conf_dir), conf=container_conf)
     assert result.returncode == 0, result.stderr
 
     # Without the hosts entry the same config must fail: proves the check resolved `api`.
-    unresolved = _nginx_t(conf_dir)
+    script = 'mount --bind "$0" /etc/nginx && exec "$@"'
+    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+    unresolved = _nginx_t(prefix, *unshare, str(conf_dir), conf=container_conf)
     assert unresolved.returncode != 0
     assert "api" in unresolved.stderr
 

@@ -1,9 +1,10 @@
 """Every status nginx can answer by itself is an RFC 9457 problem, on both of its servers.
 
 STATUSES is the audit: each status nginx can produce (its own HTTP core and the modules this
-config uses, HTTP/1.x, no TLS yet), how a client provokes it, or why it cannot here. The static
-test holds nginx.conf to it; the live tests provoke every one that can be provoked for real, with
-the real nginx binary in front of stand-in replicas.
+config uses, HTTP/1.x and HTTP/2, plain and over TLS), how a client provokes it, or why it cannot
+here. The static test holds nginx.conf to it; the live tests provoke every one that can be
+provoked for real, with the real nginx binary in front of stand-in replicas, on the plain port and
+again inside TLS on the HTTPS one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import pytest
 
 from stack.paths import NGINX_DIR
 from stack.procs import free_port
-from stack.testing.nginx import Answer, EchoUpstream, RunningNginx, assert_raw_problem, run_nginx
+from stack.testing.nginx import (
+    Answer,
+    EchoUpstream,
+    RunningNginx,
+    assert_raw_problem,
+    raw_request,
+    run_nginx,
+)
 
 # status → how it is provoked (live, below) or why it cannot be here (static only).
 STATUSES: dict[int, str] = {
@@ -32,12 +40,12 @@ STATUSES: dict[int, str] = {
     413: "a body over client_max_body_size (1 MiB), by Content-Length or chunked",
     414: "a request line over 8 KiB",
     416: "not here: nginx serves no ranges (no static files, proxied answers are not ranged)",
-    421: "not here: only HTTP/2 over TLS with another server's certificate",
+    421: "not here: HTTP/2 over TLS when Host picks a server with other TLS settings (one here)",
     429: "limit_req (rate) and limit_conn (requests in progress) per client address",
     431: "a header over 8 KiB or headers over 32 KiB (nginx's internal 494)",
-    495: "not yet: a bad client certificate, once TLS ends here (sent as 400)",
-    496: "not yet: no client certificate where one is required, once TLS ends here (sent as 400)",
-    497: "not yet: plain HTTP to a TLS port, once TLS ends here (sent as 400)",
+    495: "not here: a bad client certificate; none is asked for (sent as 400)",
+    496: "not here: no client certificate where one is required; none is (sent as 400)",
+    497: "plain HTTP on the HTTPS port (sent as 400, with its own detail)",
     500: "not from a client: nginx's own failures (memory, a redirect cycle)",
     501: "a Transfer-Encoding other than chunked",
     502: "no replica accepts the connection or one answers garbage",
@@ -172,23 +180,38 @@ def _check(answer: Answer, status: int) -> None:
 
 @pytest.fixture(scope="module")
 def edge() -> Iterator[tuple[RunningNginx, EchoUpstream]]:
-    with EchoUpstream() as upstream, run_nginx([upstream.address]) as nginx:
+    with EchoUpstream() as upstream, run_nginx([upstream.address], https="serve") as nginx:
         yield nginx, upstream
 
 
-@pytest.mark.parametrize("name", list(PLAIN))
-def test_status_is_a_problem(edge: tuple[RunningNginx, EchoUpstream], name: str) -> None:
+# Every request on the plain port, and the public ones again inside TLS on the HTTPS port.
+DOORS = [(name, "http") for name in PLAIN] + [
+    (name, "https") for name, (_, internal, _) in PLAIN.items() if not internal
+]
+
+
+@pytest.mark.parametrize(("name", "door"), DOORS)
+def test_status_is_a_problem(edge: tuple[RunningNginx, EchoUpstream], name: str, door: str) -> None:
     nginx, upstream = edge
     before = len(upstream.requests)
     request, internal, status = PLAIN[name]
-    _check(nginx.raw(request, internal=internal), status)
+    _check(nginx.raw(request, internal=internal, tls=door == "https"), status)
     assert len(upstream.requests) == before, "a refused request reached the replica"
 
 
+def test_497_plain_http_on_the_https_port(edge: tuple[RunningNginx, EchoUpstream]) -> None:
+    nginx, upstream = edge
+    assert nginx.tls_port is not None
+    before = len(upstream.requests)
+    problem = assert_raw_problem(raw_request(nginx.tls_port, _get("/items")), 400)
+    assert "HTTPS only" in problem["detail"]
+    assert len(upstream.requests) == before
+
+
 def test_every_provocable_status_is_provoked() -> None:
-    provoked = {status for _, _, status in PLAIN.values()} | {403, 429, 502, 504}
+    provoked = {status for _, _, status in PLAIN.values()} | {403, 429, 497, 502, 504}
     static_only = {code for code, how in STATUSES.items() if how.startswith("not ")}
-    assert provoked == set(STATUSES) - static_only - set(SENT_AS)
+    assert provoked == set(STATUSES) - static_only - {494, 495, 496}
 
 
 def test_403_on_the_internal_port() -> None:

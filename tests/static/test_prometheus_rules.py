@@ -1,106 +1,32 @@
-"""Static checks of services/prometheus: scrape config, rules and their promtool unit tests.
-
-promtool is the same validator Prometheus runs at load time, so a rule or config that passes
-here also loads in the container (the image pins a newer 2.x, whose syntax is a superset).
-Without promtool on PATH the promtool tests skip (shown by -ra) instead of failing; the
-pure-YAML checks still run.
-"""
+"""The alert and recording rules: one file per domain, promtool's checks and unit tests, and the
+conventions (names, labels, annotations, runbooks) every alert is held to."""
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from stack.paths import REPO_ROOT
-from stack.procs import free_port
-from stack.testing.tools import background, output, run_tool
-
-PROM_DIR = REPO_ROOT / "services" / "prometheus"
-CONFIG = PROM_DIR / "prometheus.yml"
-RULES_DIR = PROM_DIR / "rules"
-TESTS_DIR = PROM_DIR / "tests"
-RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
-TEST_FILES = sorted(TESTS_DIR.glob("*.yml"))
-
-ALERT_PREFIX = "Stack"
-SEVERITIES = {"critical", "warning"}
-# Always firing, for a dead-man's switch; its own route in Alertmanager, never a page.
-WATCHDOG = "StackWatchdog"
-# Alertmanager inhibits warnings by an equal `service`, so the set is closed on purpose.
-SERVICES = {
-    "api", "nginx", "postgres", "redis", "blackbox", "host", "prometheus", "alertmanager",
-    "pushgateway",
-}  # fmt: skip
-RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
-RUNBOOK_URL = re.compile(r"^docs/runbooks\.md#([a-z0-9-]+)$")
-# docs/CONTRACT.md: job name -> targets (the api job resolves its replicas through DNS).
-STATIC_TARGETS = {
-    "nginx": ["nginx-exporter:9113"],
-    "redis": ["redis-exporter:9121"],
-    "postgres": ["postgres-exporter:9187"],
-    "node": ["node-exporter:9100"],
-    "alertmanager": ["alertmanager:9093"],
-    "prometheus": ["localhost:9090"],
-    "pushgateway": ["pushgateway:9091"],
-}
-# Probed through the blackbox exporter: the target is a URL, the scrape goes to the prober.
-PROBES = {"blackbox": ["http://nginx:8080/health/live"]}
-PROBER = "blackbox-exporter:9115"
-# level:metric:operations (https://prometheus.io/docs/practices/rules/).
-RECORD_NAME = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
-
-PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not on PATH (Debian/Ubuntu: apt-get install prometheus)"
+from stack.testing.prometheus_rules import (
+    ALERT_PREFIX,
+    RECORD_NAME,
+    RULE_FILES,
+    RUNBOOK_URL,
+    RUNBOOKS,
+    SERVICES,
+    SEVERITIES,
+    TEST_FILES,
+    WATCHDOG,
+    alert_rules,
+    alert_tests,
+    all_rules,
+    load_yaml,
+    needs_promtool,
+    run_promtool,
 )
-needs_prometheus = pytest.mark.skipif(
-    PROMETHEUS is None, reason="prometheus not on PATH (Debian/Ubuntu: apt-get install prometheus)"
-)
-
-
-def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return run_tool(PROMTOOL, *args, timeout=300)
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def all_rules() -> list[tuple[Path, dict[str, Any]]]:
-    return [
-        (path, rule)
-        for path in RULE_FILES
-        for group in load_yaml(path)["groups"]
-        for rule in group["rules"]
-    ]
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    return [rule for _, rule in all_rules() if "alert" in rule]
-
-
-def alert_tests() -> list[tuple[Path, dict[str, Any]]]:
-    return [
-        (path, case)
-        for path in TEST_FILES
-        for test in load_yaml(path).get("tests", [])
-        for case in test.get("alert_rule_test") or []
-    ]
-
-
-# --- layout and config -------------------------------------------------------------------
+from stack.testing.tools import output
 
 
 def test_one_rule_file_per_domain() -> None:
@@ -118,55 +44,6 @@ def test_one_rule_file_per_domain() -> None:
         "slo_recording.yml",
     }
     assert TEST_FILES, "services/prometheus/tests/ has no promtool test files"
-
-
-def test_scrape_config_matches_contract() -> None:
-    config = load_yaml(CONFIG)
-    # Relative to prometheus.yml; a runner that moves the config must keep rules/ beside it.
-    assert config["rule_files"] == ["rules/*.yml"]
-    assert config["alerting"]["alertmanagers"] == [
-        {"static_configs": [{"targets": ["alertmanager:9093"]}]}
-    ]
-
-    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"api", *STATIC_TARGETS, *PROBES}
-
-    # The native runner rewrites targets in place, so each job keeps exactly one plain
-    # discovery block and nothing else that could carry targets.
-    sd_keys = {key for job in jobs.values() for key in job if key.endswith("_configs")}
-    assert sd_keys <= {"static_configs", "dns_sd_configs", "relabel_configs"}
-    for name, targets in STATIC_TARGETS.items():
-        assert jobs[name]["static_configs"] == [{"targets": targets}], name
-        assert "dns_sd_configs" not in jobs[name], name
-
-    for name, urls in PROBES.items():
-        probe = jobs[name]
-        assert probe["static_configs"] == [{"targets": urls}], name
-        assert probe["metrics_path"] == "/probe"
-        relabel = probe["relabel_configs"]
-        assert {"source_labels": ["__address__"], "target_label": "__param_target"} in relabel
-        # instance stays the probed URL, so an alert names what failed, not the prober.
-        assert {"source_labels": ["__param_target"], "target_label": "instance"} in relabel
-        assert {"target_label": "__address__", "replacement": PROBER} in relabel
-
-    api = jobs["api"]
-    assert "static_configs" not in api
-    [dns] = api["dns_sd_configs"]
-    assert (dns["names"], dns["type"], dns["port"]) == (["api"], "A", 8000)
-    assert any(rule.get("target_label") == "replica" for rule in api["relabel_configs"])
-    # instance must survive: dashboards and StackApiReplicaDown key on it.
-    assert all(rule.get("target_label") != "instance" for rule in api["relabel_configs"])
-
-
-@needs_promtool
-def test_promtool_check_config() -> None:
-    result = run_promtool("check", "config", CONFIG.relative_to(REPO_ROOT))
-    text = output(result)
-    assert result.returncode == 0, text
-    # `check config` also loads and checks every rule file the glob matches.
-    assert f"SUCCESS: {len(RULE_FILES)} rule files found" in text, text
-    assert "is valid prometheus config file syntax" in text, text
-    assert "FAILED" not in text, text
 
 
 @needs_promtool
@@ -191,52 +68,6 @@ def test_promtool_rule_unit_tests_pass() -> None:
     assert result.returncode == 0, text
     assert text.count("SUCCESS") == len(TEST_FILES), text
     assert "FAILED" not in text, text
-
-
-def api_target_labels(base: str) -> list[dict[str, str]] | None:
-    url = f"{base}/api/v1/targets?state=active"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            targets = json.load(response)["data"]["activeTargets"]
-    except (urllib.error.URLError, ConnectionError):
-        return None
-    labels = [t["labels"] for t in targets if t["labels"].get("job") == "api"]
-    return labels if len(labels) == 2 else None
-
-
-@pytest.mark.servers
-@needs_prometheus
-def test_api_relabeling_sets_replica_and_keeps_instance(tmp_path: Path) -> None:
-    # What the native runner does: same api job, targets swapped for static addresses. The
-    # Compose shape (one IP per replica, port 8000) and the native one (shared 127.0.0.1,
-    # one port per replica) must both give every replica a distinct `replica`.
-    assert PROMETHEUS is not None
-    [api_job] = [job for job in load_yaml(CONFIG)["scrape_configs"] if job["job_name"] == "api"]
-    del api_job["dns_sd_configs"]
-    api_job["static_configs"] = [{"targets": ["10.0.0.2:8000", "127.0.0.1:8001"]}]
-    api_job["scrape_interval"] = "1h"  # nothing listens there; the labels are all we need
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({"scrape_configs": [api_job]}), encoding="utf-8")
-
-    port = free_port()
-    log = tmp_path / "prometheus.log"
-    argv = [
-        PROMETHEUS,
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    with background(argv, log):
-        labels = None
-        deadline = time.monotonic() + 20
-        while labels is None and time.monotonic() < deadline:
-            labels = api_target_labels(f"http://127.0.0.1:{port}")
-            time.sleep(0.2)
-    assert labels is not None, log.read_text(encoding="utf-8")
-    assert sorted((t["instance"], t["replica"]) for t in labels) == [
-        ("10.0.0.2:8000", "10.0.0.2"),
-        ("127.0.0.1:8001", "127.0.0.1:8001"),
-    ]
 
 
 # --- rule conventions (YAML only) ----------------------------------------------------------
@@ -334,159 +165,3 @@ def test_fired_alerts_in_unit_tests_pin_severity_and_service() -> None:
             assert alert.get("exp_annotations", {}).keys() >= {
                 "summary", "description", "runbook_url",
             }  # fmt: skip
-
-
-# --- the checks can fail -------------------------------------------------------------------
-
-BROKEN_RULE_FILES = {
-    "promql-syntax": """
-groups:
-  - name: broken
-    rules:
-      - alert: StackBroken
-        expr: rate(http_requests_total[5m]
-        labels: {severity: warning, service: api}
-""",
-    "bad-template": """
-groups:
-  - name: broken
-    rules:
-      - alert: StackBroken
-        expr: up == 0
-        labels: {severity: warning, service: api}
-        annotations:
-          summary: '{{ $labels.instance '
-""",
-    "alert-and-record": """
-groups:
-  - name: broken
-    rules:
-      - alert: StackBroken
-        record: job:up:sum
-        expr: sum by (job) (up)
-""",
-    "duplicate-group": """
-groups:
-  - name: same
-    rules: [{record: 'job:up:sum', expr: 'sum by (job) (up)'}]
-  - name: same
-    rules: [{record: 'job:up:max', expr: 'max by (job) (up)'}]
-""",
-}
-
-
-@needs_promtool
-@pytest.mark.parametrize("content", BROKEN_RULE_FILES.values(), ids=BROKEN_RULE_FILES.keys())
-def test_promtool_check_rules_rejects_broken_file(tmp_path: Path, content: str) -> None:
-    broken = tmp_path / "broken.yml"
-    broken.write_text(content, encoding="utf-8")
-    result = run_promtool("check", "rules", broken)
-    assert result.returncode != 0, output(result)
-    assert "FAILED" in output(result), output(result)
-
-
-@needs_promtool
-def test_promtool_unit_test_with_wrong_expectation_fails(tmp_path: Path) -> None:
-    wrong = tmp_path / "wrong_test.yml"
-    wrong.write_text(
-        yaml.safe_dump(
-            {
-                "rule_files": [str(RULES_DIR / "api_alerts.yml")],
-                "evaluation_interval": "1m",
-                "tests": [
-                    {
-                        "interval": "1m",
-                        "input_series": [
-                            {
-                                "series": 'up{job="api",instance="a:8000",replica="a"}',
-                                "values": "1x10",
-                            }
-                        ],
-                        "alert_rule_test": [
-                            {
-                                "eval_time": "5m",
-                                "alertname": "StackApiReplicaDown",
-                                "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
-                            }
-                        ],
-                    }
-                ],
-            }
-        ),
-        encoding="utf-8",
-    )
-    result = run_promtool("test", "rules", wrong)
-    assert result.returncode != 0, output(result)
-    assert "FAILED" in output(result), output(result)
-
-
-# Each mutation is a plausible regression; the unit tests must notice it.
-MUTATIONS = {
-    "page-threshold": ("slo_alerts.yml", "/ 0.001 > 14.4", "/ 0.001 > 30"),
-    "no-absent-arm": ("api_alerts.yml", ' or absent(up{job="api"})', ""),
-    "no-zero-fill": (
-        "api_recording.yml",
-        "or\n          0 * sum by (job, handler) (rate(http_requests_total[5m]))",
-        "",
-    ),
-    "short-window-dropped": (
-        "slo_alerts.yml",
-        'and on (service)\n          (1 - service:sli_availability:ratio_rate5m{service="api"})'
-        " / 0.001 > 14.4\n",
-        "",
-    ),
-    # The 2026-11-30 review's defects, each undone again.
-    "1-no-bad-event-floor": (
-        "slo_alerts.yml",
-        "and on (service)\n"
-        '          service:sli_availability_bad_events:count1h{service="api"} >= 10',
-        "",
-    ),
-    "2-no-edge-probes": (
-        "slo_recording.yml",
-        "or\n            label_replace("
-        'job:probe_success:avg_over_time1h{job="blackbox"}, "service", "api", "", "")',
-        "",
-    ),
-    # "Expected" read from the targets Prometheus discovers is the defect itself.
-    "4-expected-from-discovery": (
-        "capacity_alerts.yml",
-        'max by (job) (api_replicas_expected{job="api"})',
-        'count by (job) (up{job="api"})',
-    ),
-    "7-exporter-down-pages": (
-        "postgres_alerts.yml",
-        'pg_up{job="postgres"} == 0',
-        'pg_up{job="postgres"} == 0 or up{job="postgres"} == 0',
-    ),
-    "8-value-not-burn-rate": (
-        "slo_alerts.yml",
-        '(1 - service:sli_availability:ratio_rate1h{service="api"}) / 0.001 > 14.4',
-        '(1 - service:sli_availability:ratio_rate1h{service="api"}) > 14.4 * 0.001',
-    ),
-}
-
-
-@needs_promtool
-@pytest.mark.parametrize("mutation", MUTATIONS.values(), ids=MUTATIONS.keys())
-def test_unit_tests_catch_rule_regression(tmp_path: Path, mutation: tuple[str, str, str]) -> None:
-    file_name, old, new = mutation
-    copy = tmp_path / "prometheus"
-    shutil.copytree(PROM_DIR, copy)
-    target = copy / "rules" / file_name
-    text = target.read_text(encoding="utf-8")
-    assert old in text, f"mutation no longer applies to {file_name}; update MUTATIONS"
-    target.write_text(text.replace(old, new, 1), encoding="utf-8")
-
-    check = run_promtool("check", "rules", target)
-    assert check.returncode == 0, output(check)  # still valid, only wrong
-    # Only the test files that load the mutated file; the others cannot notice it anyway.
-    affected = [
-        path
-        for path in sorted((copy / "tests").glob("*.yml"))
-        if any(Path(f).name == file_name for f in load_yaml(path)["rule_files"])
-    ]
-    assert affected, f"no unit test loads {file_name}"
-    result = run_promtool("test", "rules", *affected)
-    assert result.returncode != 0, output(result)
-    assert "FAILED" in output(result), output(result)

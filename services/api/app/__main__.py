@@ -2,7 +2,9 @@
 
 The stack scales by running more replicas (Compose `deploy.replicas`, or N native processes), not
 workers: each process keeps its own Prometheus registry and is scraped as its own target, so
-metrics stay correct without prometheus_client's multiprocess mode.
+metrics stay correct without prometheus_client's multiprocess mode. The worker count is fixed at
+one here, and the settings refuse to start at all when WEB_CONCURRENCY asks for more (Uvicorn's
+and Gunicorn's own CLIs read it) or PROMETHEUS_MULTIPROC_DIR asks for multiprocess metrics.
 
 SIGTERM (a deploy, `docker compose stop`, `supervisorctl stop`) loses no request:
 
@@ -25,7 +27,7 @@ import socket
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.main import create_app
 from app.observability.logging import configure_logging
 
@@ -100,22 +102,21 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.replica_name)
+def build_server(settings: Settings, app: ASGIApp | None = None) -> DrainingServer:
+    """The server `python -m app` runs: the app from `settings`, or `app` (tests add routes)."""
     grace = settings.shutdown_grace_seconds
     drain_seconds = min(DRAIN_SECONDS, grace / 2)
     drain = Drain()
+    served = app if app is not None else create_app(settings)
     config = uvicorn.Config(
-        # create_app, not create_app_from_env: logging is configured above, once.
-        lambda: CloseConnectionsWhileDraining(create_app(settings), drain),
-        factory=True,
+        CloseConnectionsWhileDraining(served, drain),
         host=settings.api_host,
         port=settings.api_port,
         workers=1,
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # Logging is configured by main(), once, as JSON: Uvicorn's loggers propagate to it.
         log_config=None,
         server_header=False,
         # nginx in front sets X-Forwarded-*; trust it only from the private network's peers.
@@ -129,7 +130,13 @@ def main() -> None:
         # first, so it never sends a request on a connection Uvicorn is closing.
         timeout_keep_alive=15,
     )
-    DrainingServer(config, drain, drain_seconds).run()
+    return DrainingServer(config, drain, drain_seconds)
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.replica_name)
+    build_server(settings).run()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Every setting of the API, read once from environment variables (and `.env` in development)."""
+"""Every setting of the API, read once from environment variables (and `.env` in development).
+
+The connection URLs are built from the secrets on demand, as `SecretStr`, by plain properties:
+never fields, so `repr()`, `str()`, `model_dump()` and `model_dump_json()` cannot show a password.
+"""
 
 import socket
 from functools import lru_cache
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, computed_field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL
 
@@ -13,7 +17,14 @@ PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "password", "pos
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        # A validation error would otherwise print its input, the whole environment's worth of
+        # settings (passwords included) for a model-level check, into the start-up crash log.
+        hide_input_in_errors=True,
+    )
 
     app_env: Literal["development", "test", "production"] = "development"
     api_host: str = "127.0.0.1"
@@ -27,6 +38,11 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     # Uvicorn waits this long for in-flight requests after SIGTERM before closing pools.
     shutdown_grace_seconds: Annotated[int, Field(gt=0, le=120)] = 20
+    # Replicas the deployment runs (exported as api_replicas_expected, for the replica alerts).
+    api_replicas: Annotated[int, Field(ge=1, le=64)] = 3
+    # A request body not complete this long after its header gets a 408 (app.body_deadline);
+    # nginx's own body timeout is per read, so a trickled body is only cut off here.
+    request_body_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
 
     database_url: SecretStr | None = None
     postgres_host: str = "127.0.0.1"
@@ -51,28 +67,57 @@ class Settings(BaseSettings):
     cache_ttl_seconds: Annotated[int, Field(ge=1)] = 60
     # After a Redis error the cache is bypassed for this long, so a dead Redis costs nothing.
     cache_retry_after_seconds: Annotated[float, Field(ge=0)] = 1.0
+    # How long an Idempotency-Key's stored answer is replayed (app.idempotency); a day covers a
+    # client's retries across a long outage. Every IDEMPOTENCY_CLEANUP_INTERVAL_SECONDS each
+    # replica deletes expired keys in bounded batches.
+    idempotency_key_ttl_seconds: Annotated[int, Field(ge=1)] = 86400
+    idempotency_cleanup_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
 
-    @computed_field  # type: ignore[prop-decorator]
+    # Read only to refuse them: this API runs one worker per process (see app.__main__), and
+    # prometheus_client's multiprocess mode, which these ask for, is not supported.
+    web_concurrency: int | None = None
+    prometheus_multiproc_dir: str | None = None
+
     @property
-    def sqlalchemy_url(self) -> str:
+    def sqlalchemy_url(self) -> SecretStr:
         if self.database_url is not None:
-            return self.database_url.get_secret_value()
-        return URL.create(
+            return self.database_url
+        url = URL.create(
             "postgresql+asyncpg",
             username=self.postgres_user,
             password=self.postgres_password.get_secret_value(),
             host=self.postgres_host,
             port=self.postgres_port,
             database=self.postgres_db,
-        ).render_as_string(hide_password=False)
+        )
+        return SecretStr(url.render_as_string(hide_password=False))
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
-    def redis_dsn(self) -> str:
+    def redis_dsn(self) -> SecretStr:
         if self.redis_url is not None:
-            return self.redis_url.get_secret_value()
+            return self.redis_url
         auth = f":{self.redis_password.get_secret_value()}@" if self.redis_password else ""
-        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+        return SecretStr(f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}")
+
+    @field_validator("web_concurrency")
+    @classmethod
+    def _one_worker(cls, value: int | None) -> int | None:
+        if value is not None and value > 1:
+            raise ValueError(
+                "this API runs one worker per process; scale with replicas (API_REPLICAS), each "
+                "scraped as its own Prometheus target"
+            )
+        return value
+
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _no_multiprocess_metrics(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "prometheus_client's multiprocess mode is not supported: one worker per process, "
+                "one registry per replica; unset PROMETHEUS_MULTIPROC_DIR"
+            )
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:

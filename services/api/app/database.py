@@ -1,47 +1,41 @@
-"""The async engine and session factory; connections come from one pool per replica.
+"""The async engine, the session factory for writes, and `Reader` for pure reads: one pool.
 
-Pure reads (`Reader.fetch`) take a connection from the same pool but run their one statement with
-asyncpg itself, outside a transaction. Through the ORM a primary-key lookup is a BEGIN, the
-SELECT and a ROLLBACK, and SQLAlchemy's execution layer (greenlet hop, cursor adapter, result
-processing) costs several times what asyncpg does: `make bench` measured the ORM's lookup at
-about 4x the CPU of the same lookup here. A single statement needs no transaction to be
-consistent, and asyncpg keeps its own prepared-statement cache per connection. Writes stay on
-the ORM, where the unit of work and the transaction earn their cost.
+Every database failure reaches the request as a SQLAlchemy exception, so the problem handlers map
+it in one place (app.errors.database). Two public SQLAlchemy events make that true for the ways
+asyncpg fails outside its own exception classes:
+
+- `do_connect`: whatever opening a connection raises (refused, unreachable, timed out, the server
+  starting up or out of connections) becomes the DBAPI's OperationalError, which SQLAlchemy
+  wraps like any other. Otherwise an OSError or a raw asyncpg error escapes the pool, and the
+  only way to tell it from any other OSError would be to guess.
+- `handle_error`: an OSError during a statement (a reset socket, asyncpg's command_timeout)
+  marks the connection as lost, so SQLAlchemy discards it instead of pooling it again.
 """
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy import Select
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import Executable, event
+from sqlalchemy.engine import Dialect, ExceptionContext, RowMapping
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
 
-# What asyncpg raises when the connection itself is gone or in an unknown state: closed by the
-# server, reset, cut off by command_timeout, or interrupted mid-protocol.
-_CONNECTION_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError,
-                    TimeoutError)  # fmt: skip
-# Server errors that end the session too: connection exceptions (08) and operator intervention
-# (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
-_FATAL_SQLSTATES = ("08", "57P")
-_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
-        settings.sqlalchemy_url,
+    engine = create_async_engine(
+        settings.sqlalchemy_url.get_secret_value(),
+        # Failures are mapped from exceptions, never parsed out of messages: keep the bound
+        # values (an email, a token hash) out of every exception's text and so out of the logs.
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
@@ -61,6 +55,41 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
+    event.listen(engine.sync_engine, "do_connect", _connect)
+    event.listen(engine.sync_engine, "handle_error", _lost_connection)
+    return engine
+
+
+def _connect(
+    dialect: Dialect, record: ConnectionPoolEntry, cargs: tuple[Any, ...], cparams: dict[str, Any]
+) -> Any:
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except dialect.loaded_dbapi.Error:
+        raise
+    except Exception as exc:
+        # Everything that can fail here is the database (or the way to it) being unavailable.
+        error: Exception = dialect.loaded_dbapi.OperationalError(
+            f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}"
+        )
+        raise error from exc
+
+
+def _lost_connection(context: ExceptionContext) -> BaseException | None:
+    error = context.original_exception
+    if not isinstance(error, OSError) or context.connection is None:
+        return None
+    context.is_disconnect = True
+    # A timeout leaves the server up (the statement was slow): only this connection goes. A
+    # reset socket usually means the server restarted: every pooled connection is gone too.
+    context.invalidate_pool_on_disconnect = not isinstance(error, TimeoutError)
+    return OperationalError(
+        context.statement,
+        context.parameters,
+        error,
+        hide_parameters=True,
+        connection_invalidated=True,
+    )
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -68,85 +97,29 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-@dataclass(frozen=True)
-class Read:
-    """A read-only statement, compiled once from the models into asyncpg's SQL ($1, $2...)."""
-
-    sql: str
-    params: tuple[str, ...]  # the bindparam names, in $n order
-
-    @classmethod
-    def of(cls, statement: Select[*tuple[Any, ...]]) -> Self:
-        compiled = statement.compile(dialect=_DIALECT)
-        return cls(str(compiled), tuple(compiled.positiontup or ()))
-
-
 class Reader:
-    """Pure reads on the engine's pool, never more at once than the pool holds connections.
+    """Pure reads: one Core statement each, outside a transaction, on the engine's own pool.
 
-    Past the pool's size SQLAlchemy opens overflow connections and closes each one as soon as it
-    comes back, so a burst of reads (a replica sees 32 at once under `make bench`) opened about 25
-    connections a second, each with its TLS probe and authentication; and a read waiting in the
-    pool's own queue costs a task per wait. Waiting on this semaphore costs almost nothing: it
-    cut an uncached read's CPU by a quarter and raised its throughput by a third (make bench).
-    Overflow stays for the ORM's writes.
+    AUTOCOMMIT (SQLAlchemy's documented way to share one pool between isolation levels) drops the
+    BEGIN and the ROLLBACK that SQLAlchemy would wrap around the SELECT: two round trips that a
+    single statement does not need to be consistent. Writes stay on the ORM's sessions, where
+    the unit of work and the transaction earn their cost.
+
+    Never more reads at once than the pool holds connections: past its size SQLAlchemy opens
+    overflow connections and closes each one as soon as it comes back, so a burst of reads (a
+    replica sees 32 at once under `make bench`) opened about 25 connections a second, each with
+    its TLS probe and authentication. Waiting on this semaphore costs almost nothing; overflow
+    stays for the writes.
     """
 
     def __init__(self, engine: AsyncEngine, limit: int) -> None:
-        self.engine = engine
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._slots = asyncio.Semaphore(limit)
 
-    async def fetch(self, read: Read, **params: object) -> list[Any]:
-        """Rows (asyncpg Records, read by column name) of `read` with its bindparams filled in.
-
-        Failures surface as SQLAlchemy's DBAPIError, as they would through the ORM, so the
-        problem handlers answer a lost database with 503 and anything else by its SQLSTATE.
-        """
-        args = [params[name] for name in read.params]
-        async with self._slots:
-            return await self._fetch(read.sql, args)
-
-    async def _fetch(self, sql: str, args: list[object]) -> list[Any]:
-        # A bare pool checkout: an engine.connect() around it would cost as much as the query.
-        try:
-            pooled = await self.engine.raw_connection()
-        except (
-            self.engine.dialect.loaded_dbapi.Error,
-            asyncpg.PostgresError,
-            *_CONNECTION_LOST,
-        ) as exc:
-            # The pool hands connect errors (database down, starting or shutting down) over as
-            # the driver raised them; wrapped, they map to 503 like everywhere else.
-            raise OperationalError(sql, args, exc) from exc
-        driver: asyncpg.Connection = pooled.driver_connection
-        try:
-            rows: list[Any] = await driver.fetch(sql, *args)
-        except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
-            raise _translate(self.engine, pooled, exc, sql, args) from exc
-        except BaseException:
-            # Cancelled mid-query: the driver may still be cancelling it server-side, so this
-            # connection must not serve the next request.
-            pooled.invalidate()
-            raise
-        finally:
-            # Back to the pool; an invalidated one is reconnected on its next checkout.
-            await greenlet_spawn(pooled.close)
-        return rows
-
-
-def _translate(
-    engine: AsyncEngine,
-    pooled: PoolProxiedConnection,
-    exc: Exception,
-    query: str,
-    args: Sequence[object],
-) -> DBAPIError:
-    sqlstate: str = getattr(exc, "sqlstate", None) or ""
-    if isinstance(exc, asyncpg.PostgresError) and not sqlstate.startswith(_FATAL_SQLSTATES):
-        return DBAPIError(query, args, exc)
-    # What SQLAlchemy does on a disconnect in its own execution: every connection of the pool
-    # opened before now is replaced on its next checkout (a restarted database killed them all),
-    # and this one is closed, never handed out again.
-    engine.sync_engine.pool._invalidate(pooled, exc, _checkin=False)
-    pooled.invalidate(exc)
-    return OperationalError(query, args, exc, connection_invalidated=True)
+    async def rows(
+        self, statement: Executable, params: Mapping[str, object] | None = None
+    ) -> Sequence[RowMapping]:
+        """Every row of `statement`, by column name. Failures raise SQLAlchemy's exceptions."""
+        async with self._slots, self.engine.connect() as connection:
+            result = await connection.execute(statement, params)
+            return result.mappings().all()

@@ -20,7 +20,7 @@ target_metadata = Base.metadata
 
 def _url() -> str:
     url = config.attributes.get("url")
-    return str(url) if url else get_settings().sqlalchemy_url
+    return str(url) if url else get_settings().sqlalchemy_url.get_secret_value()
 
 
 def run_migrations_offline() -> None:

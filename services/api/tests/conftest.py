@@ -5,6 +5,8 @@ Every test reaches the app through these fixtures: `client` (the session's app),
 for an app of its own with other settings, its lifespan run like Uvicorn runs it.
 """
 
+import io
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,6 +18,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from app.observability.logging import JsonFormatter
 from stack.servers import Servers, migrate, throwaway_servers
 from stack.testing import asgi
 from stack.testing.asgi import MakeSettings, Serve
@@ -42,6 +45,10 @@ def make_settings(servers: Servers) -> MakeSettings:
             "db_connect_timeout_seconds": 1.0,
             # Short, so fail-open and recovery tests don't wait long for the bypass to end.
             "cache_retry_after_seconds": 0.2,
+            # Longer than production's 0.1 s: on a busy test machine a live Redis can take that
+            # long to be scheduled, and a read would fail open where the test expects a hit. The
+            # tests of a hung Redis set their own.
+            "redis_socket_timeout_seconds": 1.0,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
@@ -72,3 +79,21 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
         yield c
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Every record any logger writes meanwhile, as the replica's JSON lines (formatted as they
+    are emitted, so the request id of the moment is in them)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test-replica"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

@@ -2,11 +2,13 @@ import asyncio
 
 import httpx
 from fastapi import FastAPI
+from redis.asyncio import ConnectionPool, Redis
 from sqlalchemy import select
 
 from app.cache import ItemCache
 from app.models import Item
 from app.routes.items import _item_json
+from stack.servers import Servers
 from stack.testing.api import create_item, create_user
 
 
@@ -91,3 +93,32 @@ async def test_concurrent_reads_and_writes_end_consistent(client: httpx.AsyncCli
     # Twice: the first may fill the cache, the second must serve what the last write committed.
     for _ in range(2):
         assert (await client.get(url)).json()["name"] == "v9"
+
+
+async def test_every_connection_busy_skips_the_cache_for_one_request_only(
+    app: FastAPI, client: httpx.AsyncClient, servers: Servers
+) -> None:
+    """Unlike an error from Redis, it opens no bypass window: Redis itself is fine."""
+    owner = await create_user(client)
+    item = await create_item(client, owner)
+    redis = Redis.from_pool(ConnectionPool.from_url(servers.redis_url, max_connections=1))
+    cache = ItemCache(redis, app.state.metrics, ttl_seconds=60, retry_after_seconds=60)
+    registry = app.state.metrics.registry
+
+    def errors() -> float:
+        value = registry.get_sample_value("api_cache_lookups_total", {"result": "error"})
+        assert isinstance(value, float)
+        return value
+
+    before = errors()
+    try:
+        # The pool's one connection waits in BLPOP while the cache asks for another.
+        blocking = asyncio.ensure_future(redis.blpop(["nothing-here"], timeout=0.3))
+        await asyncio.sleep(0.05)
+        assert await cache.get(item["id"]) == (None, None)
+        assert errors() == before + 1
+        await blocking
+        # Redis answered this time: no bypass window was opened.
+        assert (await cache.get(item["id"]))[1] is not None
+    finally:
+        await redis.aclose()

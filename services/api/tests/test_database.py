@@ -1,20 +1,29 @@
-"""app.database.Reader: pure reads on pooled connections, failing the way the ORM's reads do."""
+"""app.database: pure reads (Reader) on pooled connections, outside a transaction, and every way
+of losing the database surfacing as SQLAlchemy's OperationalError."""
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import bindparam, event, select, text
+from sqlalchemy import bindparam, event, func, select, text
+from sqlalchemy.engine import AdaptedConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.database import Read, Reader, create_engine
-from app.models import Item, User
+from app.database import Reader, create_engine
+from app.models import User
+from stack.procs import free_port
 from stack.servers import Servers
 from stack.testing.api import create_item, create_user
+from stack.testing.asgi import MakeSettings
+
+# The server process behind a connection: a new one means a new connection.
+_BACKEND = select(func.pg_backend_pid().label("pid"))
 
 
 @pytest.fixture
@@ -31,72 +40,80 @@ def reader(engine: AsyncEngine) -> Reader:
     return Reader(engine, limit=5)
 
 
-def test_reads_compile_to_asyncpg_placeholders_in_bindparam_order() -> None:
-    read = Read.of(
-        select(Item).where(Item.owner_id == bindparam("owner"), Item.id > bindparam("after"))
-    )
-    assert read.params == ("owner", "after")
-    assert "$1" in read.sql
-    assert "$2" in read.sql
-    assert "items.price" in read.sql  # every mapped column, from the model
-
-
-async def test_fetch_returns_rows_by_column_name(app: FastAPI, reader: Reader) -> None:
-    by_email = Read.of(select(User.id, User.email).where(User.email == bindparam("email")))
-    assert await reader.fetch(by_email, email="nobody@example.com") == []
+async def test_rows_come_back_by_column_name(app: FastAPI, reader: Reader) -> None:
+    by_email = select(User.id, User.email).where(User.email == bindparam("email"))
+    assert await reader.rows(by_email, {"email": "nobody@example.com"}) == []
     async with app.state.session_factory() as session:
         session.add(User(email="fetch@example.com", name="f", token_hash="f" * 64))
         await session.commit()
-    (row,) = await reader.fetch(by_email, email="fetch@example.com")
+    (row,) = await reader.rows(by_email, {"email": "fetch@example.com"})
     assert row["email"] == "fetch@example.com"
+
+
+async def test_a_read_opens_no_transaction(engine: AsyncEngine, reader: Reader) -> None:
+    sent: list[str] = []
+
+    def log_queries(dbapi_connection: AdaptedConnection, record: object) -> None:
+        # asyncpg's query logger sees the simple queries: BEGIN; and ROLLBACK; among them.
+        dbapi_connection.driver_connection.add_query_logger(lambda query: sent.append(query.query))
+
+    event.listen(engine.sync_engine, "connect", log_queries)
+    for _ in range(3):
+        rows = await reader.rows(select(text("42 AS answer")))
+        assert [dict(row) for row in rows] == [{"answer": 42}]
+    await asyncio.sleep(0)  # the logger is called soon after, not during, the query
+    assert sent == []
+    # The pool's connections stay transactional for everyone else (the writes' sessions).
+    async with engine.connect() as connection:
+        await connection.execute(select(text("43")))
+    await asyncio.sleep(0)
+    assert [query.split()[0] for query in sent] == ["BEGIN", "ROLLBACK;"]
 
 
 async def test_a_killed_connection_is_a_503_error_and_the_pool_recovers(
     settings: Settings, reader: Reader
 ) -> None:
-    backend = Read.of(select(text("pg_backend_pid()")))
-    (first,) = await reader.fetch(backend)
+    (first,) = await reader.rows(_BACKEND)
     # What a database restart does to every pooled connection, done to ours from outside.
     killer = create_engine(settings)
     try:
         async with killer.connect() as other:
-            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first[0]})
+            await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first["pid"]})
     finally:
         await killer.dispose()
-    with pytest.raises(OperationalError) as lost:
-        await reader.fetch(backend)
+    # asyncpg says InterfaceError ("the underlying connection is closed"): a 503 like any other.
+    with pytest.raises(DBAPIError) as lost:
+        await reader.rows(_BACKEND)
     assert lost.value.connection_invalidated
-    (second,) = await reader.fetch(backend)
-    assert second[0] != first[0]
+    (second,) = await reader.rows(_BACKEND)
+    assert second["pid"] != first["pid"]
 
 
 async def test_a_statement_error_keeps_the_connection(reader: Reader) -> None:
-    division = Read.of(select(text("1 / 0")))
+    (before,) = await reader.rows(_BACKEND)
     with pytest.raises(DBAPIError) as failed:
-        await reader.fetch(division)
+        await reader.rows(select(text("1 / 0")))
     assert not failed.value.connection_invalidated
     assert getattr(failed.value.orig, "sqlstate", None) == "22012"
-    one = Read.of(select(text("1")))
-    assert [tuple(row) for row in await reader.fetch(one)] == [(1,)]
+    (after,) = await reader.rows(_BACKEND)
+    assert after == before
 
 
 async def test_a_cancelled_read_never_hands_its_connection_on(reader: Reader) -> None:
-    backend = Read.of(select(text("pg_backend_pid()")))
-    (first,) = await reader.fetch(backend)
-    slow = Read.of(select(text("pg_sleep(2)")))
+    (first,) = await reader.rows(_BACKEND)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await reader.fetch(slow)
-    (after,) = await reader.fetch(backend)
-    assert after[0] != first[0]
+            await reader.rows(select(text("pg_sleep(2)")))
+    (after,) = await reader.rows(_BACKEND)
+    assert after != first
 
 
 async def test_reads_never_open_more_connections_than_the_limit(engine: AsyncEngine) -> None:
     opened: list[object] = []
     event.listen(engine.sync_engine, "connect", lambda *_: opened.append(1))
     reader = Reader(engine, limit=2)
-    slow = Read.of(select(text("pg_sleep(0.05)")))
-    await asyncio.gather(*(reader.fetch(slow) for _ in range(12)))
+    slow = select(text("pg_sleep(0.05)"))
+    await asyncio.gather(*(reader.rows(slow) for _ in range(12)))
     assert len(opened) <= 2
 
 
@@ -135,3 +152,49 @@ async def test_reads_answer_200_or_503_never_500_while_postgres_stops_and_starts
             break
         await asyncio.sleep(0.25)
     assert (await client.get("/items")).status_code == 200
+
+
+async def test_a_database_that_refuses_connections_is_an_operational_error(
+    make_settings: MakeSettings,
+) -> None:
+    """Not the OSError asyncpg raises: the one exception the 503 handler maps, nothing guessed."""
+    engine = create_engine(
+        make_settings(database_url=f"postgresql+asyncpg://app:x@127.0.0.1:{free_port()}/app")
+    )
+    try:
+        with pytest.raises(OperationalError) as refused:
+            await Reader(engine, limit=1).rows(select(text("1")))
+        assert isinstance(refused.value.orig, Exception)
+        assert isinstance(refused.value.orig.__cause__, ConnectionRefusedError)
+        assert "cannot connect to PostgreSQL: ConnectionRefusedError" in str(refused.value)
+        with pytest.raises(OperationalError):
+            async with engine.connect():
+                pass
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_the_server_never_answers_is_an_operational_error(
+    servers: Servers, make_settings: MakeSettings
+) -> None:
+    """asyncpg's command_timeout raises a bare TimeoutError (an OSError): app.database's
+    handle_error makes it the OperationalError of a lost connection, which is discarded."""
+    if servers.postgres is None:
+        pytest.skip("DATABASE_URL was given: this test needs a PostgreSQL it may signal")
+    # statement_timeout 0.2 s, so asyncpg gives up after 1.2 s; the server never gets to it.
+    engine = create_engine(make_settings(db_statement_timeout_ms=200))
+    reader = Reader(engine, limit=1)
+    try:
+        (hung,) = await reader.rows(_BACKEND)
+        os.kill(hung["pid"], signal.SIGSTOP)  # the server process behind our one connection
+        try:
+            with pytest.raises(OperationalError) as lost:
+                await reader.rows(select(text("1")))
+        finally:
+            os.kill(hung["pid"], signal.SIGCONT)
+        assert lost.value.connection_invalidated
+        assert isinstance(lost.value.orig, TimeoutError)
+        (fresh,) = await reader.rows(_BACKEND)
+        assert fresh["pid"] != hung["pid"]
+    finally:
+        await engine.dispose()

@@ -61,10 +61,13 @@ async def test_nul_is_a_422_naming_the_field(
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("PUT", "/users", "GET, HEAD, POST"),
+        ("PUT", "/users", "POST"),
         ("OPTIONS", "/users/1", "DELETE, GET, HEAD"),
         ("PUT", "/items/1", "DELETE, GET, HEAD, PATCH"),
         ("DELETE", "/items", "GET, HEAD, POST"),
+        # A concrete path wins over the template that also matches it, as in OpenAPI.
+        ("OPTIONS", "/users/me", "GET, HEAD"),
+        ("DELETE", "/users/me", "GET, HEAD"),
     ],
 )
 async def test_405_allow_lists_every_method_of_the_path(
@@ -93,6 +96,9 @@ async def failing_client(
     async def fail(sqlstate: str) -> None:
         if sqlstate == "internal":
             raise InternalError("ROLLBACK", None, _DriverError(None))
+        if sqlstate == "oserror":
+            # Not the database's (app.database turns those into OperationalError): our bug.
+            raise ConnectionResetError("driver error: a socket that is not PostgreSQL's")
         raise DBAPIError("SELECT 1", None, _DriverError(sqlstate))
 
     async with serve(app=app, raise_app_exceptions=False) as client:
@@ -114,6 +120,7 @@ async def failing_client(
         ("23503", 409),  # foreign key: the owner was deleted meanwhile
         ("23505", 409),  # unique violation
         ("42P01", 500),  # undefined table: our bug, not the client's
+        ("oserror", 500),  # any other OSError: not an outage of the database
     ],
 )
 async def test_database_errors_map_by_sqlstate(
@@ -125,3 +132,5 @@ async def test_database_errors_map_by_sqlstate(
     if status == 503:
         assert response.headers["retry-after"] == "1"
         assert problem["type"].endswith("/database-unavailable")
+    if status == 500:
+        assert problem["type"].endswith("/internal")

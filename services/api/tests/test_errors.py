@@ -1,5 +1,3 @@
-import io
-import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -7,7 +5,6 @@ import pytest
 
 from app.config import Settings
 from app.main import create_app
-from app.observability.logging import JsonFormatter
 from stack.testing.api import assert_problem
 from stack.testing.asgi import MakeSettings, Serve
 
@@ -30,22 +27,12 @@ async def crashing_client(
 async def test_unexpected_exception_is_a_500_problem_that_leaks_nothing(
     crashing_client: httpx.AsyncClient,
 ) -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("test-replica"))
-    logging.getLogger("app.errors").addHandler(handler)
-    try:
-        response = await crashing_client.get("/boom", headers={"X-Request-ID": "crash-1"})
-    finally:
-        logging.getLogger("app.errors").removeHandler(handler)
+    """What the server logs about it: test_server (once, with the request id and traceback)."""
+    response = await crashing_client.get("/boom", headers={"X-Request-ID": "crash-1"})
     problem = assert_problem(response, 500)
     assert "secret-internal-detail" not in response.text
     assert "Traceback" not in response.text
     assert problem["request_id"] == "crash-1"
-    logged = stream.getvalue()
-    assert "secret-internal-detail" in logged
-    assert "Traceback" in logged
-    assert "crash-1" in logged
 
 
 async def test_docs_can_be_turned_off(make_settings: MakeSettings, serve: Serve) -> None:

@@ -1,8 +1,9 @@
-"""Request id, access log and HTTP metrics in one pure ASGI middleware.
+"""Request id and access log in one pure ASGI middleware (the HTTP metrics are the
+instrumentator's, app.observability.metrics).
 
-One layer instead of three: every middleware wraps `send` and adds a coroutine frame per message,
-and these three need the same facts (status, route template, duration), so they share one wrapper
-and one clock. No BaseHTTPMiddleware: its task per request costs more than everything here.
+One layer instead of two: every middleware wraps `send` and adds a coroutine frame per message,
+and both need the same facts (status, route template, duration). No BaseHTTPMiddleware: its task
+per request costs more than everything here.
 """
 
 import re
@@ -13,7 +14,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.observability.context import request_id_var
 from app.observability.logging import AccessLog
-from app.observability.metrics import HttpMetrics
 
 access_log = AccessLog()
 
@@ -40,9 +40,8 @@ def route_template(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,8 +68,6 @@ class RequestContextMiddleware:
         finally:
             seconds = time.perf_counter() - start
             route = route_template(scope)
-            if self.metrics is not None:
-                self.metrics.observe(route, scope["method"], status, seconds)
             if route is None or not route.startswith(_UNLOGGED):
                 access_log.write(
                     {

@@ -4,11 +4,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
-from app.deps import CacheDep
+from app.deps import CacheDep, EngineDep
 from app.errors import problem_response, problem_responses
-from app.redis_pipe import RedisError
 
 router = APIRouter(prefix="/health", tags=["health"], responses=problem_responses("default"))
 
@@ -25,12 +25,12 @@ async def live() -> dict[str, str]:
     summary="PostgreSQL is reachable; the cache's state is reported but never fails readiness",
     responses=problem_responses(503, s503="PostgreSQL is unreachable; `checks` says what failed"),
 )
-async def ready(request: Request, cache: CacheDep) -> Response:
+async def ready(request: Request, engine: EngineDep, cache: CacheDep) -> Response:
     checks: dict[str, Any] = {}
     start = time.perf_counter()
     try:
         async with asyncio.timeout(_DB_CHECK_TIMEOUT_SECONDS):
-            async with request.app.state.engine.connect() as connection:
+            async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         checks["database"] = {"status": "up", "latency_ms": _ms_since(start)}
     except Exception as exc:
@@ -40,7 +40,7 @@ async def ready(request: Request, cache: CacheDep) -> Response:
     try:
         await cache.ping()
         checks["cache"] = {"status": "up", "latency_ms": _ms_since(start)}
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         # The cache fails open, so a down Redis degrades latency but not readiness.
         checks["cache"] = {"status": "down", "error": type(exc).__name__}
 

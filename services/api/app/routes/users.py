@@ -1,17 +1,15 @@
 import logging
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from app.cache import ItemCache
-from app.deps import CacheDep, CurrentUser, SessionDep, UserId
+from app.deps import AnonymousIdempotency, CacheDep, CurrentUser, SessionDep, UserId
 from app.errors import ConflictError, ForbiddenError, NotFoundError, problem_responses
 from app.models import Item, User
-from app.schemas.common import DEFAULT_PAGE_SIZE, Page, PageCursor, PageLimit
-from app.schemas.user import UserCreate, UserCreated, UserPublic
+from app.schemas.user import UserCreate, UserCreated, UserProfile, UserPublic
 from app.security import hash_token, new_token
 
 router = APIRouter(prefix="/users", tags=["users"], responses=problem_responses(422, "default"))
@@ -26,48 +24,72 @@ _INVALIDATION_BUDGET_SECONDS = 1.0
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=problem_responses(400, 409, 415, s409="A user with this email exists"),
+    response_model=UserCreated,
+    responses=problem_responses(
+        400,
+        408,
+        409,
+        415,
+        s409="A user with this email exists, or the Idempotency-Key's first request is running",
+    ),
 )
-async def create_user(body: UserCreate, session: SessionDep, response: Response) -> UserCreated:
+async def create_user(
+    body: UserCreate, session: SessionDep, idempotency: AnonymousIdempotency
+) -> Response:
+    if (replay := await idempotency.claim(session)) is not None:
+        return replay
     token = new_token()
     # Addresses compare case-insensitively in practice; storing one form keeps UNIQUE honest.
     user = User(email=body.email.lower(), name=body.name, token_hash=hash_token(token))
     session.add(user)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError as exc:
         await session.rollback()
-        raise ConflictError(f"A user with email {body.email.lower()} already exists.") from exc
-    response.headers["Location"] = f"/users/{user.id}"
-    return UserCreated(
+        # The address is not repeated: the answer should tell a prober no more than it must.
+        raise ConflictError("A user with this email already exists.") from exc
+    created = UserCreated(
         id=user.id, email=user.email, name=user.name, created_at=user.created_at, token=token
     )
+    response = Response(
+        created.model_dump_json().encode(),
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/json",
+        headers={"Location": f"/users/{user.id}"},
+    )
+    # With a key, the answer (the token in it) is kept until the key expires: the one way a
+    # client that lost it gets its token again (docs/reliability.md, "Idempotency-Key").
+    await idempotency.store(session, response)
+    await session.commit()
+    return response
 
 
-@router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))
-async def get_user(user_id: UserId, session: SessionDep) -> UserPublic:
-    user = await session.get(User, user_id)
-    if user is None:
-        raise NotFoundError(f"User {user_id} does not exist.")
+# Declared before /{user_id}, which would otherwise take "me" (and refuse it as an id).
+@router.get(
+    "/me",
+    summary="The caller's own user, email included",
+    responses=problem_responses(401),
+)
+async def get_me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.get("")
-async def list_users(
-    session: SessionDep,
-    limit: Annotated[PageLimit, Query()] = DEFAULT_PAGE_SIZE,
-    cursor: Annotated[PageCursor, Query()] = None,
-) -> Page[UserPublic]:
-    query = select(User).order_by(User.id).limit(limit + 1)
-    if cursor is not None:
-        query = query.where(User.id > cursor)
-    users = list(await session.scalars(query))
-    has_more = len(users) > limit
-    users = users[:limit]
-    return Page[UserPublic](
-        data=[UserPublic.model_validate(u) for u in users],
-        next_cursor=users[-1].id if has_more else None,
-    )
+# /users/me is its own resource and allows only GET (and HEAD): without this, DELETE /users/me
+# would fall through to DELETE /users/{user_id} and be a 422 for the id "me", not the 405 the
+# OpenAPI document promises. Out of the document: it adds no operation, only refuses one.
+@router.delete("/me", include_in_schema=False)
+async def delete_me() -> None:
+    raise HTTPException(status.HTTP_405_METHOD_NOT_ALLOWED)
+
+
+# Another user's profile has no email, and there is no listing of users: emails go only to their
+# owner (issue 15 'User enumeration'; GET /users listed every address to anyone).
+@router.get("/{user_id}", responses=problem_responses(404, s404="No such user"))
+async def get_user(user_id: UserId, session: SessionDep) -> UserProfile:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFoundError(f"User {user_id} does not exist.")
+    return UserProfile.model_validate(user)
 
 
 async def _invalidate(cache: ItemCache, user_id: int, item_ids: list[int]) -> None:

@@ -2,13 +2,41 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
 
 from app.schemas.common import StrictInput, Text
 
+
+def _exact_decimal(value: object) -> object:
+    """A JSON number arrives as a float; its shortest spelling (repr) is what the client wrote,
+    so 12.505 stays 12.505 (three places: refused) instead of becoming 12.50499999... Numbers a
+    double cannot tell apart (1.0000000000000001 is the double 1.0) were lost by the JSON parser
+    before this runs."""
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
+def _cents(value: Decimal) -> Decimal:
+    # One form for every price, the one PostgreSQL's numeric(12, 2) stores: -0.0 is 0.00, so
+    # the answer to a write is what a later read returns.
+    return (abs(value) if value == 0 else value).quantize(Decimal("0.01"))
+
+
 Price = Annotated[
     Decimal,
+    BeforeValidator(_exact_decimal),
     Field(ge=0, le=Decimal("9999999999.99"), max_digits=12, decimal_places=2),
+    # After the Field's checks, so that a third decimal place is refused, not rounded away.
+    AfterValidator(_cents),
     # A JSON number for clients; two decimals fit a double exactly at this magnitude.
     PlainSerializer(float, return_type=float, when_used="json"),
 ]

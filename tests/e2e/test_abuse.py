@@ -299,6 +299,12 @@ def test_redirects_are_relative_whatever_the_host(live_stack: LiveStack, host: s
     if answer.status == 404:  # the API may stop redirecting; then it is its problem
         assert_raw_problem(answer, 404)
         return
+    if answer.status == 400 and '"' in host:
+        # Newer nginx (the Compose image's 1.27) refuses a quote in Host itself; Debian 12's
+        # 1.22 passes it on. Either way no Location can echo it.
+        assert_raw_problem(answer, 400)
+        assert "location" not in answer.headers
+        return
     assert answer.status in (301, 307, 308), answer
     assert answer.headers["location"] == "/items"
 

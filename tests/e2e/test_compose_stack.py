@@ -367,7 +367,10 @@ def test_make_scale_to_5_is_scraped_and_served_then_back_to_3_fails_nothing(
         assert back.returncode == 0, back.stdout + back.stderr
         time.sleep(6)  # past nginx's next resolution of `api`
     assert len(answers) > 50
-    assert _failed(answers) == {}
+    # On a failure, nginx's own account of it: which replica, which error, which try.
+    assert _failed(answers) == {}, [
+        line for line in stack.log("nginx.error").splitlines() if "upstream" in line
+    ][-20:]
     assert len(stack.containers("api")) == 3
     stack.wait_for('count(up{job="api"})', lambda r: r[0]["value"][1] == "3", timeout=30)
     print(f"\nmake scale N=5: scraped and served by all 5 within {took:.1f} s")

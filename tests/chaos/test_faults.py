@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import httpx
 
 from stack.ephemeral import EphemeralStack
+from stack.testing.processes import frozen
 
-from .faults import frozen, poll
+from .faults import poll
 from .keyed import assert_one_item_per_key, create_with_key
 from .load import (
     TRANSPORT_ERROR,

@@ -17,8 +17,8 @@ import signal
 import time
 
 from stack.ephemeral import EphemeralStack
+from stack.testing.processes import frozen
 
-from .faults import frozen
 from .keyed import assert_one_item_per_key
 from .load import (
     TRANSPORT_ERROR,

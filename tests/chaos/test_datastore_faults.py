@@ -15,8 +15,9 @@ import time
 import httpx
 
 from stack.ephemeral import EphemeralStack
+from stack.testing.processes import frozen
 
-from .faults import frozen, poll
+from .faults import poll
 from .load import (
     Load,
     assert_writes_kept,

@@ -3,7 +3,7 @@
 Runs are subprocesses, as `make loadtest` starts them: importing Locust would monkeypatch this
 pytest process with gevent. One run must pass generous thresholds; the other, with impossible
 thresholds and a data set whose ids do not exist, must fail and say why. (Under Compose the load
-test runs as containers: test_compose_stack.py runs `make loadtest` there.)
+test runs as containers: test_compose_replicas.py runs `make loadtest` there.)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from stack.testing.processes import children, frozen
 
 pytestmark = pytest.mark.native_only(
     reason="it drives python -m loadtest from this machine, each user from its own loopback "
-    "address; under Compose `make loadtest` runs Locust as containers (test_compose_stack.py)"
+    "address; under Compose `make loadtest` runs Locust as containers (test_compose_replicas.py)"
 )
 
 USERS = 12

@@ -171,9 +171,10 @@ endif
 .PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
 scale: compose-engine
 ifeq ($(STACK),compose)
+	# No nginx reload: it re-resolves `api` every 5 s by itself (services/nginx/compose/
+	# upstream.conf), and a reload closes clients' idle keep-alive connections, so a client's POST
+	# racing that close got no answer at all (found under Compose, `make scale N=3` under writes).
 	$(COMPOSE) up -d --no-recreate --no-deps --wait --wait-timeout $(UP_TIMEOUT) --scale api=$(N) api
-	# nginx resolves `api` to every replica's address when it loads its config.
-	$(COMPOSE) exec nginx nginx -s reload
 else
 	@echo "natively: set API_REPLICAS=$(N) in .env and run make up again"; exit 1
 endif

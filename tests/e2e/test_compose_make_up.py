@@ -4,7 +4,9 @@ ports and networks the file promises. Replicas coming and going and `make loadte
 are test_compose_replicas.py's.
 
 The session's Compose stack (tests/e2e/conftest.py) serves the tests that take `live_stack`; the
-broken variants are projects of their own, cleaned up by each test.
+broken variants are projects of their own, cleaned up by each test. pytest takes a folder's
+modules by name, so this one runs before test_compose_replicas.py, whose `make scale` and
+`make loadtest` run `up` again (and with it `migrate`).
 """
 
 from __future__ import annotations

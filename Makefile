@@ -107,7 +107,7 @@ tls: $(ENV_FILE)
 	python3 -m stack.tls check
 
 .PHONY: up  ## Start the whole stack and wait until every service is healthy (STACK=compose|native)
-up: $(ENV_FILE) tls compose-engine
+up: compose-engine $(ENV_FILE) tls
 ifeq ($(STACK),compose)
 	tls_env="$$(python3 -m stack.tls compose-env)"; eval "$$tls_env"; \
 	services="$$($(UP_SERVICES))"; \
@@ -156,10 +156,13 @@ endif
 # no dropped connection). Prometheus has no HTTP lifecycle endpoint (not even with the monitoring
 # password): SIGHUP. Natively the runner renders both configs again first.
 .PHONY: reload  ## nginx re-reads its config and certificate, Prometheus services/prometheus
-reload: $(ENV_FILE) tls compose-engine
+reload: compose-engine $(ENV_FILE) tls
 ifeq ($(STACK),compose)
 	tls_env="$$(python3 -m stack.tls compose-env)"; eval "$$tls_env"; \
-	$(COMPOSE) exec nginx nginx -t -q && $(COMPOSE) exec nginx nginx -s reload
+	# The same prefix as the container's command: nginx's relative temp paths live under it (the
+	# root file system is read-only), and -t checks them too.
+	$(COMPOSE) exec nginx nginx -p /var/cache/nginx/ -t -q && \
+		$(COMPOSE) exec nginx nginx -p /var/cache/nginx/ -s reload
 	$(COMPOSE) kill -s SIGHUP prometheus
 else
 	$(NATIVE) reload
@@ -168,9 +171,10 @@ endif
 .PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
 scale: compose-engine
 ifeq ($(STACK),compose)
+	# No nginx reload: it re-resolves `api` every 5 s by itself (services/nginx/compose/
+	# upstream.conf), and a reload closes clients' idle keep-alive connections, so a client's POST
+	# racing that close got no answer at all (found under Compose, `make scale N=3` under writes).
 	$(COMPOSE) up -d --no-recreate --no-deps --wait --wait-timeout $(UP_TIMEOUT) --scale api=$(N) api
-	# nginx resolves `api` to every replica's address when it loads its config.
-	$(COMPOSE) exec nginx nginx -s reload
 else
 	@echo "natively: set API_REPLICAS=$(N) in .env and run make up again"; exit 1
 endif

@@ -59,7 +59,7 @@ class SourceBoundClientPool(HTTPClientPool):
         client = super().get_client(url)
         # geventhttpclient has no source-address option; its HTTPClient builds the connection
         # pool itself, so the pool's class is swapped for one that binds. geventhttpclient is
-        # pinned in uv.lock, and tests/e2e/test_loadtest.py checks nginx saw the addresses.
+        # pinned in uv.lock, and tests/e2e/test_loadtest_report.py checks nginx saw the addresses.
         pool = client._connection_pool
         bound = _BOUND.get(type(pool))
         if bound is not None:

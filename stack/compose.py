@@ -71,6 +71,12 @@ class ComposeStack(LiveStack):
     runner = "compose"
 
     @classmethod
+    def of(cls, stack: LiveStack) -> ComposeStack:
+        """`stack` as the Compose stack it is, for what only Compose has (containers, logs)."""
+        assert isinstance(stack, cls), stack
+        return stack
+
+    @classmethod
     def prepare(
         cls,
         folder: Path,

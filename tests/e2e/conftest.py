@@ -7,6 +7,9 @@ which.
 before the other's starts. The Compose half needs an engine: `docker_engine` uses the one that
 answers, or starts the project's own when this session is root (and stops it at the end). Where
 neither can be had, the Compose tests are skipped and `-ra` prints why.
+
+Also what the test_abuse_*.py modules share on either stack: a client through nginx, a user, and
+the replicas' identities taken before the first abuse case.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from stack import engine
 from stack.compose import throwaway_compose_stack
 from stack.ephemeral import throwaway_stack
 from stack.running import LiveStack
+from stack.testing.api import ApiUser, new_user, wait_until_serving
 
 RUNNERS = ("native", "compose")
 REPLICAS = 3
@@ -74,3 +79,23 @@ def live_stack(runner: str, request: pytest.FixtureRequest) -> Iterator[LiveStac
         SHUTDOWN_GRACE_SECONDS="5",
     ) as compose_stack:
         yield compose_stack
+
+
+@pytest.fixture(scope="module")
+def client(live_stack: LiveStack) -> Iterator[httpx.Client]:
+    """The API through nginx, once it serves."""
+    wait_until_serving(live_stack.nginx)
+    with httpx.Client(base_url=live_stack.nginx, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def user(client: httpx.Client) -> ApiUser:
+    return new_user(client)
+
+
+@pytest.fixture(scope="session")
+def replica_pids(live_stack: LiveStack) -> list[str]:
+    """Taken before the first abuse case (each test_abuse_*.py module uses it), compared after
+    the last, in test_abuse_traces.py: session-wide, so every module's cases count."""
+    return live_stack.replica_ids()

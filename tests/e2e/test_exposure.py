@@ -1,6 +1,6 @@
 """What the live stack exposes: listening sockets, unauthenticated data stores, tokens in logs,
 security headers. (The static side, the repository and the Compose file, is
-tests/static/test_secrets.py; what Compose publishes and its networks, test_compose_stack.py.)
+tests/static/test_secrets.py; what Compose publishes and its networks, test_compose_make_up.py.)
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _listening(inodes: set[str]) -> list[tuple[str, int]]:
 
 @pytest.mark.native_only(
     reason="Compose's services listen inside their containers; what the engine publishes on the "
-    "host is test_compose_stack.py's"
+    "host is test_compose_make_up.py's"
 )
 def test_every_listening_socket_of_the_stack_is_on_loopback(live_stack: LiveStack) -> None:
     """PostgreSQL and Redis above all, but nothing of the native stack listens beyond 127.0.0.1."""

@@ -88,7 +88,7 @@ def test_every_dashboard_panel_query_returns_data(live_stack: LiveStack) -> None
             client.get("/items/987654321")
         client.patch(f"/items/{item['id']}", json={"name": "renamed"}, headers=auth)
     # The Load test dashboard's Locust panels have data only while a load test runs; its queries
-    # are evaluated inside a run's window by test_loadtest.py.
+    # are evaluated inside a run's window by test_loadtest_report.py.
     queries = [query for query in panel_queries() if query[0] != "loadtest"]
     assert len(queries) > 20
     # Rates need two scrapes inside their window; give the 1 s scrapes a moment.

@@ -1,5 +1,5 @@
-"""The load test's arithmetic and configuration, without a stack (tests/e2e/test_loadtest.py
-runs it for real). Nothing here imports Locust: that would patch this process with gevent."""
+"""The load test's arithmetic and configuration, without a stack (tests/e2e/test_loadtest_*.py
+run it for real). Nothing here imports Locust: that would patch this process with gevent."""
 
 from __future__ import annotations
 

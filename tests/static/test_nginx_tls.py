@@ -1,31 +1,24 @@
-"""nginx's HTTPS entry: the real nginx (Debian's 1.22) with the stack's nginx.conf and a rendered
-entry/, a local CA's certificate, stand-in replicas behind it, and the clients people use (curl,
-openssl s_client, Python's ssl) in front.
+"""nginx's HTTPS entry, the TLS itself: the real nginx (Debian's 1.22) with the stack's
+nginx.conf and a rendered entry/, a local CA's certificate, and the clients people use (curl,
+openssl s_client) in front. TLS 1.2 and 1.3 only, forward-secret AEAD ciphers, the configured
+certificate, no session tickets, OCSP stapling only where a responder is named, and HSTS only where
+HTTPS is the only entry (NGINX_HTTP redirect or off).
 
-Every promise of the plain entry holds over HTTPS too (request ids, problem+json errors, limits,
-hidden internals, retries), and the TLS itself is modern: 1.2 and 1.3 only, forward-secret AEAD
-ciphers, no session tickets, HSTS only where HTTPS is the only entry.
+What the plain entry promises, over HTTPS, is tests/static/test_nginx_https.py; the `edge`
+fixture is tests/static/conftest.py's.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stack.config import nginx as render
 from stack.procs import free_port
-from stack.testing.nginx import (
-    EchoUpstream,
-    RunningNginx,
-    assert_raw_problem,
-    raw_request,
-    run_nginx,
-    throwaway_certificate,
-)
+from stack.testing.nginx import EchoUpstream, RunningNginx, run_nginx, throwaway_certificate
 from stack.testing.tls import (
     LEGACY_CLIENT,
     curl,
@@ -35,165 +28,6 @@ from stack.testing.tls import (
 )
 from stack.tls import check_pair
 from stack.tls.local_ca import LocalCertificate, ensure_local_certificate
-
-GET = b"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
-
-
-@pytest.fixture(scope="module")
-def edge() -> Iterator[tuple[RunningNginx, EchoUpstream]]:
-    with EchoUpstream() as upstream, run_nginx([upstream.address], https="serve") as nginx:
-        yield nginx, upstream
-
-
-def _ca(nginx: RunningNginx) -> Path:
-    assert nginx.certificate is not None
-    return nginx.certificate.ca
-
-
-# --- HTTP/2 and what reaches a replica ---------------------------------------------------------
-
-
-def test_curl_with_the_ca_gets_200_over_http2(edge: tuple[RunningNginx, EchoUpstream]) -> None:
-    nginx, upstream = edge
-    for host in ("localhost", "127.0.0.1"):
-        answer = curl(f"https://{host}:{nginx.tls_port}/health/live", _ca(nginx))
-        assert (answer.status, answer.http_version) == (200, "2")
-        assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"])
-    seen = upstream.requests[-1]
-    # A replica still speaks HTTP/1.1 with nginx, and learns the client's scheme.
-    assert seen["version"] == "HTTP/1.1"
-    assert seen["headers"]["x-forwarded-proto"] == "https"
-    assert seen["headers"]["x-request-id"] == answer.headers["x-request-id"]
-    # Nobody else's certificate: without the CA curl refuses the server.
-    refused = subprocess.run(
-        ["curl", "-sS", f"https://localhost:{nginx.tls_port}/health/live"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert refused.returncode == 60, refused.stderr  # CURLE_PEER_FAILED_VERIFICATION
-
-
-def test_http11_over_tls_still_works(edge: tuple[RunningNginx, EchoUpstream]) -> None:
-    nginx, _ = edge
-    answer = curl(f"{nginx.https_url}/items", _ca(nginx), "--http1.1")
-    assert (answer.status, answer.http_version) == (200, "1.1")
-
-
-def test_a_callers_request_id_is_kept_over_http2(edge: tuple[RunningNginx, EchoUpstream]) -> None:
-    nginx, upstream = edge
-    answer = curl(f"{nginx.https_url}/items", _ca(nginx), "-H", "X-Request-ID: tls-id.1")
-    assert answer.headers["x-request-id"] == "tls-id.1"
-    assert upstream.requests[-1]["headers"]["x-request-id"] == "tls-id.1"
-    forged = curl(f"{nginx.https_url}/items", _ca(nginx), "-H", 'X-Request-ID: a"b')
-    assert re.fullmatch(r"[0-9a-f]{32}", forged.headers["x-request-id"])
-
-
-def test_security_headers_over_https_and_no_hsts_beside_plain_http(
-    edge: tuple[RunningNginx, EchoUpstream],
-) -> None:
-    nginx, _ = edge
-    answer = curl(f"{nginx.https_url}/items", _ca(nginx))
-    assert answer.headers["x-content-type-options"] == "nosniff"
-    assert answer.headers["x-frame-options"] == "DENY"
-    assert answer.headers["content-security-policy"].startswith("default-src 'none'")
-    assert answer.headers["server"] == "nginx"
-    # Plain HTTP serves the API too (NGINX_HTTP=serve): HSTS would send browsers away from it.
-    assert "strict-transport-security" not in answer.headers
-    status, headers, _, _ = nginx.request("GET", "/items")
-    assert status == 200
-    assert "strict-transport-security" not in headers
-
-
-# --- problem+json, limits and hidden paths over HTTPS ------------------------------------------
-
-
-@pytest.mark.parametrize("http", ["--http2", "--http1.1"])
-def test_internal_paths_are_404_problems_over_https(
-    edge: tuple[RunningNginx, EchoUpstream], http: str
-) -> None:
-    nginx, upstream = edge
-    before = len(upstream.requests)
-    for path in ("/metrics", "/health/ready", "/%6Detrics"):
-        answer = curl(f"{nginx.https_url}{path}", _ca(nginx), http)
-        assert answer.status == 404
-        assert answer.headers["content-type"] == "application/problem+json"
-        document = answer.json()
-        assert document["status"] == 404
-        assert document["request_id"] == answer.headers["x-request-id"]
-    assert len(upstream.requests) == before
-
-
-def test_body_over_1_mib_is_a_413_problem_over_http2(
-    edge: tuple[RunningNginx, EchoUpstream], tmp_path: Path
-) -> None:
-    nginx, upstream = edge
-    before = len(upstream.requests)
-    big = tmp_path / "big.json"
-    big.write_bytes(b"x" * (1024 * 1024 + 1))
-    answer = curl(f"{nginx.https_url}/items", _ca(nginx), "--data-binary", f"@{big}")
-    assert (answer.status, answer.http_version) == (413, "2")
-    document = answer.json()
-    assert (document["status"], document["instance"]) == (413, "/items")
-    assert len(upstream.requests) == before
-
-
-def test_raw_problems_over_tls(edge: tuple[RunningNginx, EchoUpstream]) -> None:
-    nginx, _ = edge
-    for request, status in [
-        (b"GET /items HTTP/1.1\r\nNo colon\r\n\r\n", 400),
-        (b"FOO /items HTTP/1.1\r\nHost: a\r\n\r\n", 405),
-        (b"GET /items HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
-        (b"POST /items HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
-    ]:
-        assert_raw_problem(nginx.raw(request, tls=True), status)
-
-
-def test_429_with_retry_after_over_https() -> None:
-    with (
-        EchoUpstream() as upstream,
-        run_nginx([upstream.address], https="serve", rate="1r/m") as nginx,
-    ):
-        answers = [nginx.raw(GET.replace(b"{path}", b"/items"), tls=True) for _ in range(102)]
-        assert [a.status for a in answers[:101]] == [200] * 101
-        problem = assert_raw_problem(answers[101], 429)
-        assert problem["instance"] == "/items"
-        assert answers[101].headers["retry-after"] == "1"
-        # One zone for both doors: plain HTTP from the same address is over the limit too.
-        assert nginx.raw(GET.replace(b"{path}", b"/items")).status == 429
-
-
-def test_502_problem_and_retries_over_https() -> None:
-    dead = f"127.0.0.1:{free_port()}"
-    with run_nginx([dead], https="serve") as nginx:
-        answer = curl(f"{nginx.https_url}/items/7?x=1", _ca(nginx))
-        assert answer.status == 502
-        assert answer.json()["instance"] == "/items/7"
-    with (
-        EchoUpstream() as healthy,
-        run_nginx([dead, healthy.address], https="serve", max_fails=0) as nginx,
-    ):
-        # A refused connection is retried on the next replica, over HTTPS as over HTTP.
-        for _ in range(4):
-            assert curl(f"{nginx.https_url}/items", _ca(nginx)).status == 200
-
-
-def test_plain_http_on_the_https_port_is_a_400_problem(
-    edge: tuple[RunningNginx, EchoUpstream],
-) -> None:
-    nginx, upstream = edge
-    assert nginx.tls_port is not None
-    before = len(upstream.requests)
-    answer = raw_request(nginx.tls_port, GET.replace(b"{path}", b"/items?token=x"))
-    problem = assert_raw_problem(answer, 400)
-    assert problem["detail"] == "This port speaks HTTPS only: send the request with https://."
-    assert problem["instance"] == "/items"
-    assert len(upstream.requests) == before
-    # The generic detail stays for a malformed request on the plain port.
-    plain = nginx.raw(b"GET /items HTTP/1.1\r\nNo colon\r\n\r\n")
-    assert assert_raw_problem(plain, 400)["detail"].startswith("The request is not valid HTTP")
-
 
 # --- the TLS itself -----------------------------------------------------------------------------
 
@@ -291,12 +125,12 @@ def test_redirect_mode_sends_plain_http_to_https_with_hsts_there() -> None:
         assert upstream.requests == []
         # Internal paths stay hidden on the plain port, not redirected.
         assert nginx.request("GET", "/metrics")[0] == 404
-        answer = curl(f"{nginx.https_url}/items", _ca(nginx), "--location")
+        answer = curl(f"{nginx.https_url}/items", nginx.ca, "--location")
         assert answer.status == 200
         assert answer.headers["strict-transport-security"] == render.HSTS
         # Errors from HTTPS carry it too.
         assert (
-            curl(f"{nginx.https_url}/metrics", _ca(nginx)).headers["strict-transport-security"]
+            curl(f"{nginx.https_url}/metrics", nginx.ca).headers["strict-transport-security"]
             == render.HSTS
         )
 
@@ -305,7 +139,7 @@ def test_off_mode_opens_no_plain_port() -> None:
     with EchoUpstream() as upstream, run_nginx([upstream.address], https="off") as nginx:
         with pytest.raises(ConnectionRefusedError):
             nginx.request("GET", "/items")
-        answer = curl(f"{nginx.https_url}/items", _ca(nginx))
+        answer = curl(f"{nginx.https_url}/items", nginx.ca)
         assert answer.status == 200
         assert answer.headers["strict-transport-security"] == render.HSTS
         listen = (nginx.prefix / "entry" / "listen.conf").read_text()

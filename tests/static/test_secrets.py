@@ -60,8 +60,10 @@ def _relative(path: Path) -> Path:
 
 
 def _is_test_code(path: Path) -> bool:
-    # Tests make throwaway credentials on purpose (and assert they never leak).
-    return "tests" in _relative(path).parts
+    # Tests make throwaway credentials on purpose (and assert they never leak), and so does
+    # their importable tooling (stack/testing), which nothing the stack runs imports.
+    parts = _relative(path).parts
+    return "tests" in parts or parts[:2] == ("stack", "testing")
 
 
 def _python_findings(path: Path, source: str) -> list[str]:

@@ -34,7 +34,8 @@ from app.observability.logging import configure_logging
 logger = logging.getLogger("app.server")
 
 # Longer than nginx's upstream keepalive_timeout (3 s, services/nginx/nginx.conf), so by the end
-# of the drain nginx has closed every idle connection itself; at most half the grace period.
+# of the drain nginx has closed every idle connection itself. Never shortened: the settings keep
+# SHUTDOWN_GRACE_SECONDS at least a second above it.
 DRAIN_SECONDS = 4.0
 
 
@@ -105,7 +106,7 @@ class DrainingServer(uvicorn.Server):
 def build_server(settings: Settings, app: ASGIApp | None = None) -> DrainingServer:
     """The server `python -m app` runs: the app from `settings`, or `app` (tests add routes)."""
     grace = settings.shutdown_grace_seconds
-    drain_seconds = min(DRAIN_SECONDS, grace / 2)
+    drain_seconds = DRAIN_SECONDS
     drain = Drain()
     served = app if app is not None else create_app(settings)
     config = uvicorn.Config(

@@ -36,8 +36,11 @@ class Settings(BaseSettings):
     # Per-request HTTP metrics (http_requests_total, http_request_duration_seconds). Off only to
     # measure what they cost (make bench); /metrics keeps serving everything else either way.
     metrics_enabled: bool = True
-    # Uvicorn waits this long for in-flight requests after SIGTERM before closing pools.
-    shutdown_grace_seconds: Annotated[int, Field(gt=0, le=120)] = 20
+    # After SIGTERM: the drain (app.__main__.DRAIN_SECONDS, 4 s), then in-flight requests for
+    # the rest, before the pools close. At least 5, so the whole drain always fits: one cut
+    # short of nginx's upstream keepalive_timeout closed idle connections under nginx's writes
+    # (502s for POSTs when `make scale` took replicas away with a 5 s grace giving a 2.5 s drain).
+    shutdown_grace_seconds: Annotated[int, Field(ge=5, le=120)] = 20
     # Replicas the deployment runs (exported as api_replicas_expected, for the replica alerts).
     api_replicas: Annotated[int, Field(ge=1, le=64)] = 3
     # A request body not complete this long after its header gets a 408 (app.body_deadline);

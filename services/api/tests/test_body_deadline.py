@@ -26,7 +26,7 @@ HEADER = (
 def port(make_settings: MakeSettings) -> Iterator[int]:
     port = free_port()
     settings = make_settings(
-        api_port=port, shutdown_grace_seconds=2, request_body_timeout_seconds=DEADLINE
+        api_port=port, shutdown_grace_seconds=5, request_body_timeout_seconds=DEADLINE
     )
     server = build_server(settings, create_app(settings))
     thread = threading.Thread(target=server.run)

@@ -20,7 +20,7 @@ from stack.servers import Servers, api_process
 
 @pytest.fixture
 def replica(servers: Servers) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    # Drain for at most min(4 s, grace / 2): 4 s here.
+    # Drain for at most 4 s (app.__main__.DRAIN_SECONDS).
     with api_process(servers, "drain-test", grace_seconds=10) as running:
         yield running
 

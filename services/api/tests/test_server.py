@@ -78,7 +78,7 @@ def test_an_unhandled_exception_is_logged_once_with_its_request_id_and_traceback
     """The server `python -m app` builds (app.__main__.build_server), on a real socket, with a
     route that fails: the log is what Uvicorn and the app write for it, in our JSON format."""
     port = free_port()
-    settings = make_settings(api_port=port, shutdown_grace_seconds=2)
+    settings = make_settings(api_port=port, shutdown_grace_seconds=5)
     app = create_app(settings)
 
     @app.get("/boom")

@@ -70,6 +70,8 @@ def test_no_rendering_of_the_settings_shows_a_password(overrides: dict[str, obje
     [
         ({"postgres_password": "changethis"}, "POSTGRES_PASSWORD is a placeholder"),
         ({"web_concurrency": 4}, "one worker per process"),
+        # A grace under the drain's 4 s would cut the drain short (app.__main__.DRAIN_SECONDS).
+        ({"shutdown_grace_seconds": 4}, "greater than or equal to 5"),
     ],
 )
 def test_a_refused_setting_does_not_print_the_others(

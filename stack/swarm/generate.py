@@ -10,7 +10,8 @@ secret and `docker stack deploy` fills the variables in from its environment at 
 
 - Services with `profiles` (the load test, scheduled backups) are left out: Swarm has no profiles.
 - Keys Swarm refuses or ignores go: `name`, `build`, `container_name`, `depends_on`, `restart`,
-  `pull_policy`, `pid`, `shm_size`, `security_opt`, `network_mode`, bind options it lacks.
+  `pull_policy`, `pid`, `shm_size`, `security_opt`, `dns_opt`, `network_mode`, bind options it
+  lacks.
 - `restart` becomes deploy.restart_policy where the service has none.
 - A one-shot service whose dependent runs the same image and waits for it to complete (migrate,
   for api) is folded into that dependent: every api task runs the migration before it serves

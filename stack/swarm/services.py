@@ -18,9 +18,10 @@ from stack.paths import REPO_ROOT
 # Swarm refuses these (schema) or ignores them with a warning; the stack file says neither.
 DROPPED_KEYS = frozenset(
     {
-        "build", "cgroup_parent", "container_name", "depends_on", "devices", "domainname",
-        "external_links", "ipc", "links", "mac_address", "network_mode", "pid", "privileged",
-        "profiles", "pull_policy", "restart", "security_opt", "shm_size", "userns_mode", "tmpfs",
+        "build", "cgroup_parent", "container_name", "depends_on", "devices", "dns_opt",
+        "domainname", "external_links", "ipc", "links", "mac_address", "network_mode", "pid",
+        "privileged", "profiles", "pull_policy", "restart", "security_opt", "shm_size",
+        "userns_mode", "tmpfs",
     }
 )  # fmt: skip
 RESTART_CONDITIONS = {

@@ -70,10 +70,17 @@ class Engine:
     env: dict[str, str]
     ours: bool
     started: bool
+    # The dockerd this call started, held until stop() reaps it: a Popen dropped while its
+    # process runs warns (ResourceWarning), which a strict test session turns into an error.
+    process: subprocess.Popen[bytes] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def stop(self) -> None:
         if self.ours:
             stop()
+        if self.process is not None:
+            self.process.wait(timeout=STOP_TIMEOUT)
 
 
 @contextlib.contextmanager
@@ -172,7 +179,7 @@ def _start(paths: Paths) -> Engine:
             raise EngineError(f"dockerd did not come up; the end of {paths.log}:\n{tail}")
         time.sleep(0.2)
     log(f"started the project's engine (pid {process.pid}); its data is in {paths.data_root}")
-    return Engine(our_env(paths), ours=True, started=True)
+    return Engine(our_env(paths), ours=True, started=True, process=process)
 
 
 def stop() -> None:

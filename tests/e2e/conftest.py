@@ -9,7 +9,7 @@ answers, or starts the project's own when this session is root (and stops it at 
 neither can be had, the Compose tests are skipped and `-ra` prints why.
 
 Also what the test_abuse_*.py modules share on either stack: a client through nginx, a user, and
-the replicas' identities taken before the first abuse case.
+the check after each module that its abuse crashed nothing.
 """
 
 from __future__ import annotations
@@ -94,8 +94,22 @@ def user(client: httpx.Client) -> ApiUser:
     return new_user(client)
 
 
-@pytest.fixture(scope="session")
-def replica_pids(live_stack: LiveStack) -> list[str]:
-    """Taken before the first abuse case (each test_abuse_*.py module uses it), compared after
-    the last, in test_abuse_traces.py: session-wide, so every module's cases count."""
-    return live_stack.replica_ids()
+@pytest.fixture(scope="module")
+def crashes_nothing(live_stack: LiveStack, client: httpx.Client) -> Iterator[None]:
+    """After each test_abuse_*.py module (its teardown), whatever ran before it: the same replica
+    processes as before its first case, still serving, and not one line a replica logged
+    meanwhile that is an unhandled exception or a request Uvicorn could not parse (it answers
+    those in text/plain, without a request id)."""
+    replicas = range(1, live_stack.replicas + 1)
+    before = live_stack.replica_ids()
+    seen = {r: len(live_stack.log(f"api-{r}").splitlines()) for r in replicas}
+    yield
+    assert live_stack.replica_ids() == before
+    assert client.get("/health/live").status_code == 200
+    for replica, lines in seen.items():
+        errors = [
+            line
+            for line in live_stack.log(f"api-{replica}").splitlines()[lines:]
+            if '"level":"ERROR"' in line or "Invalid HTTP request" in line
+        ]
+        assert errors == [], errors[:3]

@@ -19,7 +19,7 @@ import pytest
 from stack.running import LiveStack
 from stack.testing.api import ApiUser, assert_problem, new_item
 
-pytestmark = pytest.mark.usefixtures("replica_pids")
+pytestmark = pytest.mark.usefixtures("crashes_nothing")
 
 JSON = {"Content-Type": "application/json"}
 ITEM = {"name": "x", "price": 1}

@@ -19,7 +19,7 @@ from stack.running import LiveStack
 from stack.testing.api import ApiUser, assert_problem
 from stack.testing.nginx import Answer, assert_raw_problem, raw_request
 
-pytestmark = pytest.mark.usefixtures("replica_pids")
+pytestmark = pytest.mark.usefixtures("crashes_nothing")
 
 
 @pytest.mark.parametrize(

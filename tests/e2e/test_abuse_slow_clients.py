@@ -18,7 +18,7 @@ import pytest
 from stack.running import LiveStack
 from stack.testing.nginx import assert_raw_problem, parse_answer, raw_request
 
-pytestmark = pytest.mark.usefixtures("replica_pids")
+pytestmark = pytest.mark.usefixtures("crashes_nothing")
 
 
 SLOW_BODY = b"POST /items HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"

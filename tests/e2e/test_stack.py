@@ -202,10 +202,17 @@ def test_stopping_one_replica_mid_traffic_fails_no_get(live_stack: LiveStack) ->
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
-def test_all_replicas_down_is_a_502_problem(live_stack: LiveStack) -> None:
+def test_all_replicas_down_is_a_gateway_problem(live_stack: LiveStack) -> None:
+    """Natively every replica refuses the connection: 502. Under Compose nginx may still hold the
+    stopped containers' addresses (for up to `valid`, or longer when the lookup of `api` fails
+    rather than finding no address), and connecting to an address nobody has any more times out:
+    504. Either way a problem, within nginx's connect timeouts."""
     live_stack.stop_replicas()
     try:
-        _assert_problem(httpx.get(f"{live_stack.nginx}/items/1", timeout=30), 502)
+        answer = httpx.get(f"{live_stack.nginx}/items/1", timeout=30)
+        expected = {502} if live_stack.runner == "native" else {502, 504}
+        assert answer.status_code in expected, answer.text
+        _assert_problem(answer, answer.status_code)
     finally:
         live_stack.start_replicas()
     live_stack.wait_for_full_pool()

@@ -158,9 +158,9 @@ endif
 .PHONY: reload  ## nginx re-reads its config and certificate, Prometheus services/prometheus
 reload: compose-engine $(ENV_FILE) tls
 ifeq ($(STACK),compose)
+	# nginx -p: the container's own prefix, under which its relative temp paths live (the root
+	# file system is read-only), and -t checks them too.
 	tls_env="$$(python3 -m stack.tls compose-env)"; eval "$$tls_env"; \
-	# The same prefix as the container's command: nginx's relative temp paths live under it (the
-	# root file system is read-only), and -t checks them too.
 	$(COMPOSE) exec nginx nginx -p /var/cache/nginx/ -t -q && \
 		$(COMPOSE) exec nginx nginx -p /var/cache/nginx/ -s reload
 	$(COMPOSE) kill -s SIGHUP prometheus
@@ -168,7 +168,7 @@ else
 	$(NATIVE) reload
 endif
 
-.PHONY: scale  ## Compose only: run N API replicas (N=5) and reload nginx so it balances over all
+.PHONY: scale  ## Compose only: run N API replicas (N=5); nginx finds them by DNS within 5 s
 scale: compose-engine
 ifeq ($(STACK),compose)
 	# No nginx reload: it re-resolves `api` every 5 s by itself (services/nginx/compose/

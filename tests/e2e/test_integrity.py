@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,17 +16,10 @@ import httpx
 import pytest
 
 from stack.running import LiveStack
-from stack.testing.api import ApiUser, assert_problem, new_item, new_user, wait_until_serving
+from stack.testing.api import ApiUser, assert_problem, new_item, new_user
 
 CLIENTS = 12
 WRITES_PER_CLIENT = 8
-
-
-@pytest.fixture(scope="module")
-def client(live_stack: LiveStack) -> Iterator[httpx.Client]:
-    wait_until_serving(live_stack.nginx)
-    with httpx.Client(base_url=live_stack.nginx, timeout=30) as c:
-        yield c
 
 
 def _on_every_replica(stack: LiveStack, path: str) -> list[httpx.Response]:

@@ -212,7 +212,9 @@ format: install
 .PHONY: test  ## Lint, then every test: the API, static checks, the whole stack end to end
 test: system-deps lint
 	bash stack/system-deps.sh wrk
-	$(RUN) pytest
+	$(RUN) pytest --ignore=tests/swarm
+	@# The one-node swarm in a session of its own, once the Compose stack is down (tests/swarm).
+	$(RUN) pytest tests/swarm
 
 .PHONY: test-api  ## The API's own tests only (seconds; a throwaway PostgreSQL and Redis, no stack)
 test-api: system-deps install
@@ -294,7 +296,8 @@ restore: install
 	STACK=$(STACK) $(RUN) python -m stack.backup restore "$(FILE)"
 
 # Docker Swarm (docs/swarm.md): the stack file is generated from docker-compose.yml, never kept by
-# hand. Beside a test's settings file when STACK_ENV_FILE names one, so two stacks never share it.
+# hand, with nginx's HTTPS files checked and rendered as for `make up` (they become configs and a
+# secret). Beside a test's settings file when STACK_ENV_FILE names one, so two stacks never share it.
 # On the project's own engine only the services it has images for (no Grafana), and image names
 # are not looked up in a registry (it has none).
 SWARM_FILE ?= $(if $(STACK_ENV_FILE),$(dir $(ENV_FILE))swarm-stack.yml,.cache/swarm/stack.yml)
@@ -303,7 +306,8 @@ SWARM_GENERATE_FLAGS ?= $(if $(ENGINE_ENV),--only-present)
 SWARM_RESOLVE_IMAGE ?= $(if $(ENGINE_ENV),never,always)
 
 .PHONY: stack-config  ## Swarm: write the stack file generated from docker-compose.yml, print its path
-stack-config: install
+stack-config: install tls
+	tls_env="$$(python3 -m stack.tls compose-env)"; eval "$$tls_env"; \
 	$(RUN) python -m stack.swarm.generate $(if $(STACK_ENV_FILE),--env-file $(ENV_FILE)) \
 		$(SWARM_GENERATE_FLAGS) --output $(SWARM_FILE)
 	@echo "$(SWARM_FILE)"

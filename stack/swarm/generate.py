@@ -17,9 +17,11 @@ secret and `docker stack deploy` fills the variables in from its environment at 
   for api) is folded into that dependent: every api task runs the migration before it serves
   (alembic takes a PostgreSQL advisory lock, services/api/migrations/env.py, so tasks that start
   at once apply it once). Any other one-shot becomes a replicated job.
-- Bind mounts of the checkout's files or folders become Swarm configs (one per file, named by a
-  hash of its content, so an edit rolls the service instead of failing as an immutable config);
-  the node's own paths (node-exporter's /) stay bind mounts.
+- Bind mounts of the checkout's files or folders, and the files the settings name (nginx's
+  certificate, key and HTTPS entry, `${NGINX_TLS_*}`, exported by `make stack-config`), become
+  Swarm configs, or Docker secrets for a private file (the key): one per file, named by a hash
+  of its content, so an edit rolls the service instead of failing as an immutable config. The
+  node's own paths (node-exporter's /) stay bind mounts.
 - `tmpfs:` becomes tmpfs mounts; ports become long syntax in mode host (the host address of a
   Compose port has no place in Swarm: host-mode ports bind every interface of the node).
 - deploy gets update_config/rollback_config (start-first only for stateless services without
@@ -32,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,7 @@ from typing import Any
 import yaml
 
 from stack.paths import REPO_ROOT
-from stack.swarm.services import SwarmFormError, fold_one_shots, swarm_service
+from stack.swarm.services import SwarmFormError, expand, fold_one_shots, swarm_service
 
 
 def swarm_form(config: Mapping[str, Any], *, without: Iterable[str] = ()) -> dict[str, Any]:
@@ -56,9 +57,10 @@ def swarm_form(config: Mapping[str, Any], *, without: Iterable[str] = ()) -> dic
     }
     folded = fold_one_shots(services)
     configs: dict[str, dict[str, str]] = {}
+    secrets: dict[str, dict[str, str]] = {}
     named = set(config.get("volumes") or {})
     result = {
-        name: swarm_service(name, service, named, configs)
+        name: swarm_service(name, service, named, configs, secrets)
         for name, service in sorted(services.items())
         if name not in folded
     }
@@ -73,6 +75,8 @@ def swarm_form(config: Mapping[str, Any], *, without: Iterable[str] = ()) -> dic
     form["volumes"] = {name: {} for name in sorted(named & used_volumes)}
     if configs:
         form["configs"] = dict(sorted(configs.items()))
+    if secrets:
+        form["secrets"] = dict(sorted(secrets.items()))
     return form
 
 
@@ -101,15 +105,6 @@ def compose_config(
         raise SwarmFormError(f"docker compose config failed:\n{result.stderr.strip()}")
     loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
-
-
-def expand(text: str, environ: Mapping[str, str] = os.environ) -> str:
-    """${VAR} and ${VAR:-default} as Compose reads them (enough for an image name)."""
-
-    def value(match: re.Match[str]) -> str:
-        return environ.get(match[1]) or (match[2] or "")
-
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, text)
 
 
 def absent_images(form: Mapping[str, Any]) -> dict[str, str]:

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from stack.monitoring_auth import SETTING, USER
+
 NAMESPACE = "com.docker.stack.namespace"
 # The api tasks a test stack runs (API_REPLICAS).
 REPLICAS = 3
@@ -87,22 +89,35 @@ class SwarmStack:
             for c in self.containers(service)
         }
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
+    def prometheus(self, path: str, **params: str) -> Any:
+        """Prometheus's API, with the monitoring plane's credential."""
         response = httpx.get(
-            f"{self.url('PROMETHEUS_PORT')}/api/v1/query", params={"query": promql}, timeout=10
-        )
+            f"{self.url('PROMETHEUS_PORT')}{path}", params=params, timeout=10,
+            auth=httpx.BasicAuth(USER, self.settings[SETTING]),
+        )  # fmt: skip
         response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return response.json()
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        response = self.prometheus("/api/v1/query", query=promql)
+        result: list[dict[str, Any]] = response["data"]["result"]
         return result
 
-    def nginx_log(self, since: str) -> list[dict[str, Any]]:
-        """nginx's access log lines since this time (RFC 3339)."""
+    def _nginx_output(self, since: str) -> subprocess.CompletedProcess[str]:
         [container] = self.containers("nginx")
-        logged = subprocess.run(
+        return subprocess.run(
             ["docker", "logs", "--since", since, container], env=self.env, capture_output=True,
             text=True, timeout=60, check=True,
-        ).stdout  # fmt: skip
+        )  # fmt: skip
+
+    def nginx_log(self, since: str) -> list[dict[str, Any]]:
+        """nginx's access log lines (its stdout) since this time (RFC 3339)."""
+        logged = self._nginx_output(since).stdout
         return [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+
+    def nginx_errors(self, since: str) -> str:
+        """nginx's error log (its stderr) since this time."""
+        return self._nginx_output(since).stderr
 
     def nginx_upstreams(self, since: str) -> set[str]:
         """The API addresses nginx proxied to since this time (its access log's upstream_addr)."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,37 @@ MONITOR = "15s"
 
 class SwarmFormError(ValueError):
     """The Compose file has something this generator cannot turn into Swarm's form."""
+
+
+def expand(text: str, environ: Mapping[str, str] = os.environ) -> str:
+    """${VAR} and ${VAR:-default} as Compose reads them (enough for an image name or a path)."""
+
+    def value(match: re.Match[str]) -> str:
+        return environ.get(match[1]) or (match[2] or "")
+
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", value, text)
+
+
+def _private(path: Path) -> bool:
+    """A key, or any file its owner keeps from others: a Docker secret, never a config (configs
+    are stored unencrypted and shown by `docker config inspect`)."""
+    return path.suffix == ".key" or not path.stat().st_mode & stat.S_IROTH
+
+
+def _named_by_settings(service: str, volume: Mapping[str, Any]) -> dict[str, Any]:
+    """A mount whose source is a ${VARIABLE} (nginx's certificate, key and rendered HTTPS entry):
+    Compose reads it as a named volume, uninterpolated; it is a file of the deploying machine,
+    named by the settings `make stack-config` exported (stack/tls compose-env)."""
+    path = Path(expand(str(volume["source"])))
+    path = path if path.is_absolute() else REPO_ROOT / path
+    if not path.exists():
+        raise SwarmFormError(
+            f"{service}: {volume['source']} names {path}, which does not exist "
+            "(make stack-config renders it)"
+        )
+    if volume.get("read_only") is not True:
+        raise SwarmFormError(f"{service}: a writable mount of {path} has no Swarm form")
+    return {"type": "bind", "source": str(path), "target": volume["target"], "read_only": True}
 
 
 def _split_port(spec: str) -> list[str]:
@@ -101,23 +134,33 @@ def _config_key(path: Path) -> str:
 
 
 def _mounts(
-    service: str, volumes: list[Any], configs: dict[str, dict[str, str]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, configs) of one service. Read-only files, and the checkout's read-only folders,
-    are the deploying machine's: they become configs. Other folders outside the checkout are
-    the node's own (node-exporter's /) and stay bind mounts."""
+    service: str,
+    volumes: list[Any],
+    configs: dict[str, dict[str, str]],
+    secrets: dict[str, dict[str, str]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, configs, secrets) of one service. Read-only files, the checkout's read-only
+    folders and the files the settings name are the deploying machine's: they become configs, or
+    secrets where private. Other folders outside the checkout are the node's own (node-exporter's
+    /) and stay bind mounts."""
     kept: list[dict[str, Any]] = []
     files: dict[str, Path] = {}
+    deployers = [
+        _named_by_settings(service, v)
+        for v in volumes
+        if isinstance(v, Mapping) and "${" in str(v.get("source", ""))
+    ]
     # Folders first, then single files, so a file mounted over a folder's copy wins (the tests'
     # second Compose file mounts a faster-scraping prometheus.yml over services/prometheus).
     binds = [v for v in volumes if isinstance(v, Mapping) and v.get("type") == "bind"]
-    for volume in sorted(binds, key=lambda v: Path(v["source"]).is_file()):
+    for volume in sorted([*binds, *deployers], key=lambda v: Path(v["source"]).is_file()):
         source = Path(volume["source"])
+        deployer = volume in deployers
         inside_repo = source.is_relative_to(REPO_ROOT)
         read_only = volume.get("read_only") is True
         if inside_repo and not read_only:
             raise SwarmFormError(f"{service}: a writable bind mount of {source} has no Swarm form")
-        if not read_only or not (inside_repo or source.is_file()):
+        if not read_only or not (inside_repo or deployer or source.is_file()):
             bind = {k: v for k, v in volume.get("bind", {}).items() if k == "propagation"}
             entry = {k: volume[k] for k in ("type", "source", "target", "read_only") if k in volume}
             kept.append({**entry, **({"bind": bind} if bind else {})})
@@ -129,20 +172,35 @@ def _mounts(
                     target = f"{volume['target']}/{path.relative_to(source).as_posix()}"
                     files[target] = path
     for volume in volumes:
-        if isinstance(volume, Mapping) and volume.get("type") != "bind":
+        if not isinstance(volume, Mapping):
+            raise SwarmFormError(f"{service}: volume {volume!r} is not in Compose's long form")
+        if volume.get("type") != "bind" and "${" not in str(volume.get("source", "")):
             entry = {k: volume[k] for k in ("type", "source", "target", "read_only") if k in volume}
             kept.append(entry)
-        elif not isinstance(volume, Mapping):
-            raise SwarmFormError(f"{service}: volume {volume!r} is not in Compose's long form")
-    mounted = []
+    return kept, *_shipped(service, files, configs, secrets)
+
+
+def _shipped(
+    service: str,
+    files: Mapping[str, Path],
+    configs: dict[str, dict[str, str]],
+    secrets: dict[str, dict[str, str]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The deploying machine's files (target → path) as (configs, secrets) of the service."""
+    mounted, hidden = [], []
     for target, path in files.items():
         if path.stat().st_size > CONFIG_MAX_BYTES:
             raise SwarmFormError(f"{service}: {path} is too large for a Swarm config")
         key = _config_key(path)
-        configs[key] = {"file": str(path)}
-        # World-readable: the services run as users of their own (nobody, 10001, nginx).
-        mounted.append({"source": key, "target": target, "mode": 0o444})
-    return kept, mounted
+        if _private(path):
+            secrets[key] = {"file": str(path)}
+            # Read by nginx's master (root) before it drops to its workers' user.
+            hidden.append({"source": key, "target": target, "mode": 0o400})
+        else:
+            configs[key] = {"file": str(path)}
+            # World-readable: the services run as users of their own (nobody, 10001, nginx).
+            mounted.append({"source": key, "target": target, "mode": 0o444})
+    return mounted, hidden
 
 
 def _default_command(service: Mapping[str, Any]) -> list[str]:
@@ -232,9 +290,11 @@ def swarm_service(
     service: dict[str, Any],
     named_volumes: set[str],
     configs: dict[str, dict[str, str]],
+    secrets: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
-    """One service's swarm form (changed in place on the way); its configs go into `configs`."""
-    volumes, mounted = _mounts(name, list(service.get("volumes", [])), configs)
+    """One service's swarm form (changed in place on the way); its configs and secrets go into
+    `configs` and `secrets`."""
+    volumes, mounted, hidden = _mounts(name, list(service.get("volumes", [])), configs, secrets)
     tmpfs = service.get("tmpfs") or []
     volumes += [
         {"type": "tmpfs", "target": path} for path in ([tmpfs] if isinstance(tmpfs, str) else tmpfs)
@@ -259,4 +319,5 @@ def swarm_service(
         **kept,
         **({"volumes": volumes} if volumes else {}),
         **({"configs": mounted} if mounted else {}),
+        **({"secrets": hidden} if hidden else {}),
     }

@@ -5,6 +5,9 @@ honestly: `servers` (its own PostgreSQL, Redis or another server process), `stac
 `engine` (a Docker engine: the `docker_engine` fixture, or the Compose value of the `runner`
 parameter). Tests that start a server without a fixture carry the mark by hand.
 
+It also holds the one `docker_engine` fixture the Compose and Swarm tests share: the engine that
+answers, or the project's own when this session is root (stopped again at the end).
+
 End-to-end tests run once per runner (tests/e2e/conftest.py's `runner`: native, compose); one
 marked `native_only(reason)` or `compose_only(reason)` is skipped for the other runner, with the
 reason, which `-ra` prints.
@@ -12,7 +15,12 @@ reason, which `-ra` prints.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
+
+from stack import engine
 
 # Fixture name → the mark every test that uses it (directly or through other fixtures) gets.
 FIXTURE_MARKS = {
@@ -25,6 +33,19 @@ FIXTURE_MARKS = {
 }
 # Marker → the one runner its tests run on.
 RUNNER_ONLY = {"native_only": "native", "compose_only": "compose"}
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[engine.Engine]:
+    if os.geteuid() != 0 and engine.status().startswith("none"):
+        pytest.skip(
+            "no Docker engine answers and this session is not root, so it cannot start the "
+            "project's own (start Docker, or run the tests as root)"
+        )
+    started = engine.ensure_engine(standins=True)
+    yield started
+    if started.started:
+        started.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -14,7 +14,6 @@ the check after each module that its abuse crashed nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import httpx
@@ -28,19 +27,6 @@ from stack.testing.api import ApiUser, new_user, wait_until_serving
 
 RUNNERS = ("native", "compose")
 REPLICAS = 3
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[engine.Engine]:
-    if os.geteuid() != 0 and engine.status().startswith("none"):
-        pytest.skip(
-            "no Docker engine answers and this session is not root, so it cannot start the "
-            "project's own (start Docker, or run the tests as root)"
-        )
-    started = engine.ensure_engine(standins=True)
-    yield started
-    if started.started:
-        started.stop()
 
 
 @pytest.fixture(scope="session", params=RUNNERS)

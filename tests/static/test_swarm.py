@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,19 @@ from typing import Any
 import pytest
 import yaml
 
+from stack.config.nginx import (
+    COMPOSE_CERTIFICATE,
+    COMPOSE_KEY,
+    COMPOSE_TLS_PORT,
+    ENTRY_FILES,
+    HttpsEntry,
+    render_compose_entry,
+)
 from stack.envfile import read_env
 from stack.paths import COMPOSE_FILE, REPO_ROOT
 from stack.swarm.generate import compose_config, render, swarm_form
 from stack.swarm.services import SwarmFormError
+from stack.testing.nginx import throwaway_certificate
 
 # Stand-ins for the secrets `${VAR:?}` demands; the generated file must never hold them.
 SECRETS = {
@@ -29,6 +39,25 @@ SECRETS = {
     "GRAFANA_ADMIN_PASSWORD": "grafana-secret-marker",
     "MONITORING_PASSWORD": "monitoring-secret-marker",
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def https_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """What `make stack-config` exports before it generates (stack/tls compose-env): nginx's
+    certificate, key and rendered entry folder, here throwaway ones."""
+    local = throwaway_certificate()
+    entry = tmp_path_factory.mktemp("compose-entry")
+    https = HttpsEntry(COMPOSE_TLS_PORT, 8443, COMPOSE_CERTIFICATE, COMPOSE_KEY, "serve", None)
+    render_compose_entry(entry, https)
+    named = {
+        "NGINX_TLS_CERT": str(local.certificate),
+        "NGINX_TLS_KEY": str(local.key),
+        "NGINX_TLS_ENTRY": str(entry),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, value in named.items():
+            patch.setenv(variable, value)
+        yield named
 
 
 @cache
@@ -129,6 +158,31 @@ def test_the_swarm_form_keeps_compose_s_behaviour_the_swarm_way() -> None:
     for key, spec in form["configs"].items():
         assert Path(spec["file"]).is_file(), key
         assert len(f"fastapi-stack-test-0123abcd_{key}") <= 64, key
+
+
+def test_https_files_travel_as_configs_and_the_key_as_a_secret(
+    https_files: dict[str, str],
+) -> None:
+    """Compose mounts them by ${NGINX_TLS_*}; Swarm gets the deploying machine's files: the
+    certificate and the rendered entry as configs, the key as a Docker secret only."""
+    form = swarm_form(compose())
+    nginx = form["services"]["nginx"]
+    assert not [v for v in nginx.get("volumes", []) if "${" in str(v.get("source"))]
+    configs = {c["target"]: form["configs"][c["source"]]["file"] for c in nginx["configs"]}
+    assert configs[COMPOSE_CERTIFICATE] == https_files["NGINX_TLS_CERT"]
+    for name in ENTRY_FILES:
+        assert configs[f"/etc/nginx/entry/{name}"] == f"{https_files['NGINX_TLS_ENTRY']}/{name}"
+    assert COMPOSE_KEY not in configs
+    assert https_files["NGINX_TLS_KEY"] not in {spec["file"] for spec in form["configs"].values()}
+    [secret] = nginx["secrets"]
+    assert (secret["target"], secret["mode"]) == (COMPOSE_KEY, 0o400)
+    assert form["secrets"] == {secret["source"]: {"file": https_files["NGINX_TLS_KEY"]}}
+
+
+def test_a_missing_https_file_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NGINX_TLS_KEY", "/nonexistent/server.key")
+    with pytest.raises(SwarmFormError, match=r"/nonexistent/server\.key, which does not exist"):
+        swarm_form(compose())
 
 
 def _gained(config: dict[str, Any]) -> dict[str, Any]:

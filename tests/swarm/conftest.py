@@ -3,7 +3,12 @@
 free loopback ports, the e2e suite's faster scrapes and higher nginx rate through a second Compose
 file: stack/compose.py prepares it). The exit runs `make stack-rm VOLUMES=1`, asserts nothing of
 the stack is left, and leaves the swarm if this session created it (with the docker_gwbridge
-network Swarm made and leaves behind)."""
+network Swarm made and leaves behind).
+
+These tests run in a pytest session of their own (`make test` runs `pytest tests/swarm` after the
+rest): in one session with the Compose end-to-end tests, the Compose stack would still be up on the
+same engine while the swarm is made and left, and leaving a swarm has cut a Compose network's DNS.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,17 +27,15 @@ from stack.paths import REPO_ROOT
 from stack.swarm.live import REPLICAS, SwarmStack, docker
 
 
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[engine.Engine]:
-    if os.geteuid() != 0 and engine.status().startswith("none"):
-        pytest.skip(
-            "no Docker engine answers and this session is not root, so it cannot start the "
-            "project's own (start Docker, or run the tests as root)"
-        )
-    started = engine.ensure_engine(standins=True)
-    yield started
-    if started.started:
-        started.stop()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    runners = {getattr(getattr(i, "callspec", None), "params", {}).get("runner") for i in items}
+    if "compose" not in runners:
+        return
+    alone = pytest.mark.skip(reason="runs in a session of its own: pytest tests/swarm")
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(alone)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ Prometheus without a reload; a rolling update of the api under load and a task k
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -17,6 +15,7 @@ import pytest
 
 from stack.swarm.live import REPLICAS, SwarmStack
 from stack.testing.api import new_item, new_user
+from stack.testing.killed import WrkRun, wrk
 
 pytestmark = pytest.mark.engine
 
@@ -39,21 +38,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _wrk(url: str, seconds: int) -> subprocess.Popen[str]:
-    # A client that waits as long as the edge promises an answer within (10 s), not wrk's 2 s.
-    return subprocess.Popen(
-        ["wrk", "-t2", "-c16", f"-d{seconds}s", "--timeout", "10s", url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-
-def _requests(output: str, stack: SwarmStack, since: str) -> int:
-    """wrk's request count; fails on any non-2xx answer or socket error, with nginx's side."""
-    failed = "Non-2xx or 3xx responses" in output or "Socket errors" in output
-    assert not failed, f"{output}\nnginx: {stack.failures(since).most_common(8)}"
-    found = re.search(r"(\d+) requests in", output)
-    assert found, output
-    return int(found[1])
+def _judged(output: str, stack: SwarmStack, since: str, *, kills: int = 0) -> int:
+    """wrk's request count, once every GET is found answered (stack/testing/killed.py), with
+    nginx's non-2xx answers beside a failure."""
+    run = WrkRun.parse(output)
+    try:
+        run.assert_no_get_failed(kills=kills, error_log=stack.nginx_errors(since))
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\nnginx: {stack.failures(since).most_common(8)}") from None
+    return run.requests
 
 
 def _need_wrk() -> None:
@@ -79,7 +72,7 @@ def test_the_stack_converges_healthy_serves_and_is_scraped(
     assert answer.status_code == 200, answer.text
     deadline = time.monotonic() + 30
     while True:
-        targets = httpx.get(f"{stack.url('PROMETHEUS_PORT')}/api/v1/targets", timeout=10).json()
+        targets = stack.prometheus("/api/v1/targets")
         active = targets["data"]["activeTargets"]
         down = [(t["labels"]["job"], t["lastError"]) for t in active if t["health"] != "up"]
         jobs = {t["labels"]["job"] for t in active}
@@ -133,7 +126,7 @@ def test_a_rolling_update_under_load_fails_no_request(swarm_stack: SwarmStack, i
 
     def load() -> None:
         while not done.is_set():
-            output, _ = _wrk(f"{stack.nginx}/items/{item}", 10).communicate(timeout=60)
+            output, _ = wrk(f"{stack.nginx}/items/{item}", 10).communicate(timeout=60)
             outputs.append(output)
 
     loader = threading.Thread(target=load)
@@ -167,7 +160,7 @@ def test_a_rolling_update_under_load_fails_no_request(swarm_stack: SwarmStack, i
     finally:
         done.set()
         loader.join(timeout=60)
-    total = sum(_requests(output, stack, since) for output in outputs)
+    total = sum(_judged(output, stack, since) for output in outputs)
     # The old tasks drain (SHUTDOWN_GRACE_SECONDS) after the update counts as complete.
     stack.wait_for_replicas("api", REPLICAS, timeout=60)
     assert not before & set(stack.containers("api"))  # every task replaced
@@ -182,12 +175,12 @@ def test_a_task_killed_fails_no_get_and_swarm_replaces_it(
     stack = swarm_stack
     victim = stack.containers("api")[1]
     since = _now()
-    wrk = _wrk(f"{stack.nginx}/items/{item}", 12)
+    run = wrk(f"{stack.nginx}/items/{item}", 12)
     time.sleep(3)
     stack.docker("kill", victim)
-    output, _ = wrk.communicate(timeout=60)
-    assert wrk.returncode == 0, output
-    assert _requests(output, stack, since) > 100, output
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    _judged(output, stack, since, kills=1)
     replaced = stack.wait_for_replicas("api", REPLICAS, timeout=120)
     stack.timings["killed task replaced"] = replaced
     assert victim not in stack.containers("api")

@@ -1,8 +1,8 @@
 """`python -m loadtest` right after the replicas and Prometheus restarted, with 5xx in its window:
 the client's, nginx's and the server's counts agree exactly.
 
-It restarts the replicas and Prometheus, so it runs after test_loadtest_report.py (pytest takes a
-folder's modules by name).
+It restarts the replicas and Prometheus and ends with every replica back in nginx's pool, so no
+other module cares whether it ran before (each judges only the lines and samples of its own runs).
 """
 
 from __future__ import annotations

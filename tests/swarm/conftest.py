@@ -25,6 +25,7 @@ from stack.compose import ComposeStack
 from stack.envfile import read_env
 from stack.paths import REPO_ROOT
 from stack.swarm.live import REPLICAS, SwarmStack, docker
+from stack.testing.api import wait_until_serving
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -92,6 +93,10 @@ def swarm_stack(
     stack = SwarmStack(prepared.project, env, read_env(prepared.env_file), converged_in)
     try:
         assert deployed.returncode == 0, deployed.stdout[-5000:] + deployed.stderr[-5000:]
+        # Converged means every task healthy; nginx finds the api tasks at its next lookup of
+        # `api` (every 5 s), and answers 502 until then on a fresh deploy (docs/swarm.md).
+        wait_until_serving(stack.nginx)
+        stack.timings["serving after converged"] = time.monotonic() - started - converged_in
         yield stack
     finally:
         removed = _make(env, "stack-rm", "VOLUMES=1", timeout=300)

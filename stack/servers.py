@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +213,10 @@ def migrate(database_url: str) -> None:
 
 @contextlib.contextmanager
 def api_process(
-    servers: Servers, replica_name: str, grace_seconds: int = 10
+    servers: Servers,
+    replica_name: str,
+    grace_seconds: int = 10,
+    environment: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """The real entry point, `python -m app`, on a free port: yields the process (stderr piped:
     its JSON log) and its port; killed if still running at the end."""
@@ -226,6 +229,7 @@ def api_process(
         "API_PORT": str(port),
         "REPLICA_NAME": replica_name,
         "SHUTDOWN_GRACE_SECONDS": str(grace_seconds),
+        **(environment or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "app"],

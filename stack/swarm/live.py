@@ -103,12 +103,22 @@ class SwarmStack:
         result: list[dict[str, Any]] = response["data"]["result"]
         return result
 
-    def _nginx_output(self, since: str) -> subprocess.CompletedProcess[str]:
-        [container] = self.containers("nginx")
+    def _output(self, container: str, since: str | None = None) -> subprocess.CompletedProcess[str]:
+        options = ["--since", since] if since else []
         return subprocess.run(
-            ["docker", "logs", "--since", since, container], env=self.env, capture_output=True,
+            ["docker", "logs", *options, container], env=self.env, capture_output=True,
             text=True, timeout=60, check=True,
         )  # fmt: skip
+
+    def _nginx_output(self, since: str) -> subprocess.CompletedProcess[str]:
+        [container] = self.containers("nginx")
+        return self._output(container, since)
+
+    def json_log(self, container: str) -> list[dict[str, Any]]:
+        """A container's JSON log lines, stdout's and stderr's (a task that has exited too)."""
+        output = self._output(container)
+        lines = (output.stdout + output.stderr).splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
     def nginx_log(self, since: str) -> list[dict[str, Any]]:
         """nginx's access log lines (its stdout) since this time (RFC 3339)."""

@@ -43,6 +43,8 @@ CONFIG_MAX_BYTES = 500 * 1024
 FOLDED_START_PERIOD = "60s"
 # How long a rolling update watches each new task for failure before the next one.
 MONITOR = "15s"
+# A service's variables for its swarm form only (docker-compose.yml's api: the drain floor).
+SWARM_ENVIRONMENT = "x-swarm-environment"
 
 
 class SwarmFormError(ValueError):
@@ -294,6 +296,12 @@ def swarm_service(
 ) -> dict[str, Any]:
     """One service's swarm form (changed in place on the way); its configs and secrets go into
     `configs` and `secrets`."""
+    swarm_only = service.pop(SWARM_ENVIRONMENT, None)
+    if swarm_only:
+        environment = service.get("environment") or {}
+        if not isinstance(swarm_only, Mapping) or not isinstance(environment, Mapping):
+            raise SwarmFormError(f"{name}: {SWARM_ENVIRONMENT} and environment must be mappings")
+        service["environment"] = {**environment, **swarm_only}
     volumes, mounted, hidden = _mounts(name, list(service.get("volumes", [])), configs, secrets)
     tmpfs = service.get("tmpfs") or []
     volumes += [

@@ -148,6 +148,12 @@ def test_the_swarm_form_keeps_compose_s_behaviour_the_swarm_way() -> None:
     assert api["update_config"]["failure_action"] == "rollback"
     assert api["rollback_config"]["order"] == "start-first"
     assert services["node-exporter"]["deploy"]["mode"] == "global"
+    # Swarm-only variables join the environment, and no extension key reaches the stack file.
+    assert config["services"]["api"]["x-swarm-environment"]
+    for key, value in config["services"]["api"]["x-swarm-environment"].items():
+        assert services["api"]["environment"][key] == value
+        assert key not in config["services"]["api"]["environment"]
+    assert not any(k.startswith("x-") for service in services.values() for k in service)
     # The checkout's files travel as configs, one per file, at the paths Compose mounts them.
     nginx_targets = {c["target"] for c in services["nginx"]["configs"]}
     assert "/etc/nginx/nginx.conf" in nginx_targets
@@ -257,8 +263,12 @@ def test_what_the_generator_passes_on_and_swarm_refuses_fails_the_check(tmp_path
             lambda s: s["migrate"]["environment"].update(ONLY_MIGRATE="1"),
             "reads settings its dependent lacks",
         ),
+        (
+            lambda s: s["api"].update({"x-swarm-environment": ["DRAIN_MIN_SECONDS=6"]}),
+            "x-swarm-environment and environment must be mappings",
+        ),
     ],
-    ids=["writable checkout mount", "ephemeral port", "one-shot's own setting"],
+    ids=["writable checkout mount", "ephemeral port", "one-shot's own setting", "listed extras"],
 )
 def test_what_has_no_swarm_form_is_refused_by_the_generator(change: Any, message: str) -> None:
     changed = copy.deepcopy(compose())

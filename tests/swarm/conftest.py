@@ -79,7 +79,8 @@ def swarm_stack(
         scrape_interval="1s",
         # Everything the tests send reaches nginx from one address.
         nginx_rate="100000r/s",
-        settings={"SHUTDOWN_GRACE_SECONDS": "5"},
+        # The least the swarm form's drain floor (DRAIN_MIN_SECONDS, 6 s) allows, plus a second.
+        settings={"SHUTDOWN_GRACE_SECONDS": "8"},
     )
     # prepare() keeps none of the caller's DOCKER_* variables: a user's own engine (whose
     # Engine.env is empty) is reached through them.

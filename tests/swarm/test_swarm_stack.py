@@ -161,9 +161,26 @@ def test_a_rolling_update_under_load_fails_no_request(swarm_stack: SwarmStack, i
         done.set()
         loader.join(timeout=60)
     total = sum(_judged(output, stack, since) for output in outputs)
+    # Stricter than the answers: nginx never waited on a connect to a task already gone (the
+    # address its cached lookup of `api` still held), even where a retry elsewhere saved the
+    # answer. A draining task refuses instead (DRAIN_MIN_SECONDS), which nginx retries at once.
+    stalled = [
+        line
+        for line in stack.nginx_errors(since).splitlines()
+        if "timed out" in line and "while connecting to upstream" in line
+    ]
+    assert not stalled, "\n".join(stalled[:5])
     # The old tasks drain (SHUTDOWN_GRACE_SECONDS) after the update counts as complete.
     stack.wait_for_replicas("api", REPLICAS, timeout=60)
     assert not before & set(stack.containers("api"))  # every task replaced
+    for old in before:
+        # The swarm form's drain floor reached each task, and each kept refusing that long.
+        env = dict(v.split("=", 1) for v in stack.inspect(old)["Config"]["Env"])
+        floor = float(env["DRAIN_MIN_SECONDS"])
+        assert floor > 0
+        drained = [line for line in stack.json_log(old) if line.get("message") == "drained"]
+        assert drained, old
+        assert drained[0]["seconds"] >= floor, (old, drained)
     assert len(outputs) >= 2, outputs
     assert total > 1000, outputs
 

@@ -15,7 +15,9 @@ SIGTERM (a deploy, `docker compose stop`, `supervisorctl stop`) loses no request
    ones nginx closes itself after its upstream keepalive_timeout. Uvicorn alone would close idle
    keep-alive connections at once, racing a request nginx may be writing into one: nginx cannot
    retry a POST or PATCH that reached a replica, so it answered 502 (3 failed writes in 6 rolling
-   restarts under load, before this drain existed; 0 since: tests/chaos).
+   restarts under load, before this drain existed; 0 since: tests/chaos). Under Swarm the
+   refusals go on for at least DRAIN_MIN_SECONDS, until nginx has looked the service's name up
+   again (Settings.drain_min_seconds says why).
 2. Uvicorn's graceful shutdown: requests in flight finish (within what is left of
    SHUTDOWN_GRACE_SECONDS), then the lifespan closes the PostgreSQL and Redis pools.
 """
@@ -73,10 +75,13 @@ class CloseConnectionsWhileDraining:
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, drain: Drain, drain_seconds: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drain: Drain, drain_seconds: float, min_seconds: float = 0
+    ) -> None:
         super().__init__(config)
         self.drain = drain
         self.drain_seconds = drain_seconds
+        self.min_seconds = min_seconds
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.drain.active = True
@@ -85,12 +90,12 @@ class DrainingServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         start = loop.time()
         logger.info("draining", extra={"connections": len(self.server_state.connections)})
-        # Ends early once nginx has let go of every connection; a second signal skips it.
-        # Uvicorn's connection set has no event to wait on, hence the polling.
-        while (  # noqa: ASYNC110
-            self.server_state.connections
-            and loop.time() - start < self.drain_seconds
-            and not self.force_exit
+        # Ends early once nginx has let go of every connection, but never before min_seconds
+        # (DRAIN_MIN_SECONDS); a second signal skips it. Uvicorn's connection set has no event
+        # to wait on, hence the polling.
+        while not self.force_exit and (  # noqa: ASYNC110
+            loop.time() - start < self.min_seconds
+            or (self.server_state.connections and loop.time() - start < self.drain_seconds)
         ):
             await asyncio.sleep(0.05)
         logger.info(
@@ -106,7 +111,7 @@ class DrainingServer(uvicorn.Server):
 def build_server(settings: Settings, app: ASGIApp | None = None) -> DrainingServer:
     """The server `python -m app` runs: the app from `settings`, or `app` (tests add routes)."""
     grace = settings.shutdown_grace_seconds
-    drain_seconds = DRAIN_SECONDS
+    drain_seconds = max(DRAIN_SECONDS, settings.drain_min_seconds)
     drain = Drain()
     served = app if app is not None else create_app(settings)
     config = uvicorn.Config(
@@ -131,7 +136,7 @@ def build_server(settings: Settings, app: ASGIApp | None = None) -> DrainingServ
         # first, so it never sends a request on a connection Uvicorn is closing.
         timeout_keep_alive=15,
     )
-    return DrainingServer(config, drain, drain_seconds)
+    return DrainingServer(config, drain, drain_seconds, settings.drain_min_seconds)
 
 
 def main() -> None:

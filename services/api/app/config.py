@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     # short of nginx's upstream keepalive_timeout closed idle connections under nginx's writes
     # (502s for POSTs when `make scale` took replicas away with a 5 s grace giving a 2.5 s drain).
     shutdown_grace_seconds: Annotated[int, Field(ge=5, le=120)] = 20
+    # The drain's floor: refuse new connections at least this long after SIGTERM, even with
+    # none left open. 0 (Compose, native) ends the drain once nginx has let go. Swarm needs it:
+    # it takes a task out of the service's DNS 2 s before SIGTERM, while nginx keeps the last
+    # answer for its resolver's valid=5s; a replica gone before nginx looks again leaves an
+    # address with nothing behind it, and nginx waits out proxy_connect_timeout (504, then
+    # 502). Refused, nginx moves on at once (docs/swarm.md).
+    drain_min_seconds: Annotated[float, Field(ge=0, le=60)] = 0.0
     # Replicas the deployment runs (exported as api_replicas_expected, for the replica alerts).
     api_replicas: Annotated[int, Field(ge=1, le=64)] = 3
     # A request body not complete this long after its header gets a 408 (app.body_deadline);
@@ -121,6 +128,15 @@ class Settings(BaseSettings):
                 "one registry per replica; unset PROMETHEUS_MULTIPROC_DIR"
             )
         return value
+
+    @model_validator(mode="after")
+    def _drain_fits_in_grace(self) -> Self:
+        if self.drain_min_seconds + 1 > self.shutdown_grace_seconds:
+            raise ValueError(
+                "DRAIN_MIN_SECONDS must stay at least a second below SHUTDOWN_GRACE_SECONDS, "
+                "or the requests in flight have no time left to finish"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Self:

@@ -86,3 +86,31 @@ def test_an_idle_connection_is_closed_when_the_drain_ends(
         closed_after = time.monotonic() - start
     assert 3.5 < closed_after < 8, closed_after
     assert process.wait(timeout=15) in (0, -signal.SIGTERM)
+
+
+def test_drain_min_seconds_keeps_refusing_with_no_connection_open(servers: Servers) -> None:
+    """Swarm's floor: a replica with nothing open still refuses (it does not vanish) until
+    DRAIN_MIN_SECONDS have passed, so a proxy holding its old address gets a refusal it retries
+    elsewhere, not a connect timeout to an address with no container behind it."""
+    floor = 2.0
+    with api_process(
+        servers, "drain-floor", grace_seconds=10, environment={"DRAIN_MIN_SECONDS": str(floor)}
+    ) as (process, port):
+        start = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        refusals = 0
+        while time.monotonic() - start < floor - 0.3:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            assert process.poll() is None, "the replica stopped inside its drain floor"
+            refusals += 1
+            time.sleep(0.2)
+        assert refusals >= 5
+        assert process.wait(timeout=15) in (0, -signal.SIGTERM)
+        assert time.monotonic() - start >= floor
+        assert process.stderr is not None
+        lines = [json.loads(x) for x in process.stderr.read().splitlines() if x.startswith("{")]
+    drained = next(line for line in lines if line["message"] == "drained")
+    assert drained["seconds"] >= floor
+    assert drained["connections_left"] == 0

@@ -72,6 +72,8 @@ def test_no_rendering_of_the_settings_shows_a_password(overrides: dict[str, obje
         ({"web_concurrency": 4}, "one worker per process"),
         # A grace under the drain's 4 s would cut the drain short (app.__main__.DRAIN_SECONDS).
         ({"shutdown_grace_seconds": 4}, "greater than or equal to 5"),
+        # Swarm's drain floor must leave the requests in flight time to finish.
+        ({"shutdown_grace_seconds": 6, "drain_min_seconds": 5.5}, "DRAIN_MIN_SECONDS"),
     ],
 )
 def test_a_refused_setting_does_not_print_the_others(

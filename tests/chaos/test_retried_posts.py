@@ -20,6 +20,7 @@ import httpx
 
 from stack.ephemeral import EphemeralStack
 
+from .inflight import unread_requests
 from .keyed import KeyedCreate, assert_one_item_per_key, create_with_key
 from .load import Worker, percentile, seed
 from .results import Results
@@ -41,11 +42,19 @@ def test_posts_cut_off_by_a_killed_replica_are_retried_with_their_keys(
             create_with_key(client, worker)
         return worker.keyed[-1]
 
+    port = int(stack.replica_addresses()[victim - 1].rsplit(":", 1)[1])
     os.kill(old_pid, signal.SIGSTOP)
     with ThreadPoolExecutor(POSTS) as pool:
         futures = [pool.submit(post, worker) for worker in seeded.workers]
-        # Long enough for every POST to be routed, well inside nginx's 10 s read timeout.
-        time.sleep(1.5)
+        # Until a POST waits on the frozen replica, and at least long enough for every POST to be
+        # routed; all well inside nginx's 10 s read timeout. A fixed 1.5 s once ended with none
+        # there on CI's machine, and the test then proved nothing.
+        frozen_at = time.monotonic()
+        waiting = 0
+        while time.monotonic() - frozen_at < 1.5 or not waiting:
+            assert time.monotonic() - frozen_at < 6, "no POST reached the frozen replica in 6 s"
+            time.sleep(0.1)
+            waiting = unread_requests(stack.pid("nginx"), port)
         killed_at = time.monotonic()
         os.kill(old_pid, signal.SIGKILL)
         keyed = [future.result() for future in futures]
@@ -54,7 +63,8 @@ def test_posts_cut_off_by_a_killed_replica_are_retried_with_their_keys(
 
     assert stack.pid(f"api:api-{victim}") not in (0, old_pid), "the replica was not restarted"
     cut_off = [k for k in keyed if k.attempts[0] != 201]
-    assert cut_off, "no POST was in flight on the killed replica"
+    # Every request waiting on the replica when it died was cut off (only POSTs were sent).
+    assert len(cut_off) >= waiting, (waiting, cut_off)
     assert {k.attempts[0] for k in cut_off} == {502}, cut_off
     assert all(k.attempts[-1] == 201 for k in keyed), keyed
     assert len({k.item_id for k in keyed}) == POSTS
@@ -74,6 +84,7 @@ def test_posts_cut_off_by_a_killed_replica_are_retried_with_their_keys(
             # The longest a client took, from its first attempt to its 201.
             "recovery_seconds": round(max(k.seconds for k in cut_off), 2),
             "posts": POSTS,
+            "waiting_on_the_frozen_replica": waiting,
             "cut_off_by_the_kill": len(cut_off),
             "answered_by_replay": sum(k.replayed for k in keyed),
             "all_answered_after_kill_s": round(answered_after, 2),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import time
@@ -34,10 +35,14 @@ def wait_http(url: str, timeout: float = 60.0, method: str = "GET") -> None:
 
 
 @contextlib.contextmanager
-def ceiling_app(target: str, path: str) -> Iterator[tuple[str, int]]:
+def ceiling_app(
+    target: str, path: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "bench.apps.serve", target, HOST, str(port)], cwd=REPO_ROOT
+        [PYTHON, "-m", "bench.apps.serve", target, HOST, str(port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
     )
     try:
         wait_http(f"http://{HOST}:{port}{path}")

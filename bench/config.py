@@ -13,6 +13,16 @@ RESULTS_DIR = BENCH_DIR / "results"
 PYTHON = sys.executable
 # Rows of the stack's paths, in table order; `hello` is the unit of the CPU ratios.
 CEILINGS = ("nginx", "bare", "hello")
+# The libraries alone under a cached read (bench/apps/floor.py): what no configuration of the
+# stack's own can go below.
+FLOORS = ("floor", "floor_metrics", "floor_uncached")
+# Each floor row's app in bench/apps/floor.py and the path wrk requests (the uncached one walks
+# fresh ids with a script instead).
+FLOOR_APPS = {
+    "floor": ("app", "/items/1"),
+    "floor_metrics": ("instrumented", "/items/1"),
+    "floor_uncached": ("uncached", "/items/1"),
+}
 STACK_PATHS = ("cached", "uncached", "page", "create")
 METRICS_PAIR = ("metrics_off", "metrics_on")
 # The cached GET over plain HTTP and HTTPS side by side (bench/tls_rows.py).
@@ -26,6 +36,9 @@ LABELS = {
     "nginx": "nginx `return 200` (1 worker)",
     "bare": "bare ASGI app (1 Uvicorn)",
     "hello": "FastAPI hello (1 Uvicorn)",
+    "floor": "FastAPI + redis-py MGET, nothing else (1 Uvicorn)",
+    "floor_metrics": "the same + the instrumentator as configured",
+    "floor_uncached": "FastAPI + redis-py + SQLAlchemy miss and fill, nothing else",
     "cached": "GET /items/{id}, cached",
     "uncached": "GET /items/{id}, uncached",
     "page": "GET /items (page of 20)",

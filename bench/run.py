@@ -2,10 +2,12 @@
 
     uv run python -m bench.run [--duration 10] [--replicas 2] [--profile] [--only cached,hello]
 
-Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a run takes about 8):
+Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a run takes about 11):
 
 1. Ceilings, each served the way a replica is (one Uvicorn process, uvloop + httptools):
-   nginx answering a constant, a bare ASGI app, a FastAPI hello.
+   nginx answering a constant, a bare ASGI app, a FastAPI hello. Then the libraries' floor
+   (bench/floor_rows.py): the read with nothing of the stack's own, FastAPI + redis-py (cached),
+   with the instrumentator, and FastAPI + redis-py + SQLAlchemy (uncached), three pairs each.
 2. A native stack (`python -m stack.native up`) in a temporary folder on free ports, seeded with
    items, and its paths through nginx: cached GET /items/{id}, uncached GET /items/{id} (a fresh
    id per request, so every one misses Redis and reads PostgreSQL), GET /items (a page), and
@@ -42,6 +44,7 @@ from typing import Any
 
 from bench.ceilings import ceiling_app, run_ceilings
 from bench.config import LABELS, RESULTS_DIR, BenchError, Deadline, Options
+from bench.floor_rows import run_floors
 from bench.measure import HelloReference
 from bench.report import markdown, row_records, targets, write_results
 from bench.stack_rows import run_stack
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp)
             hello = HelloReference(hello_url, hello_pid)
             rows = run_ceilings(options, folder, deadline, hello)
+            rows += run_floors(options, folder, deadline, hello)
             stack_rows, extra = run_stack(options, folder, deadline, hello)
             rows += stack_rows
             extra["hello_us_samples"] = [round(v, 1) for v in hello.samples]

@@ -28,6 +28,22 @@ def create_owner(base_url: str) -> tuple[int, str]:
     return int(created["id"]), str(created["token"])
 
 
+async def insert_items(connection: asyncpg.Connection, owner: int, count: int) -> range:
+    """`count` items of `owner` in one statement instead of `count` POSTs: a second, not minutes."""
+    first, last = await connection.fetchrow(
+        """WITH created AS (
+             INSERT INTO items (name, description, price, owner_id)
+             SELECT 'item ' || g, 'seeded by make bench', (g % 10000) / 100.0, $1
+             FROM generate_series(1, $2) AS g
+             RETURNING id)
+           SELECT min(id), max(id) FROM created""",
+        owner,
+        count,
+    )
+    await connection.execute("ANALYZE items")
+    return range(int(first), int(last) + 1)
+
+
 async def seed_items(stack: BenchStack, owner: int, count: int) -> range:
     connection = await asyncpg.connect(
         host=HOST,
@@ -38,21 +54,9 @@ async def seed_items(stack: BenchStack, owner: int, count: int) -> range:
         timeout=10,
     )
     try:
-        # One statement instead of `count` POSTs: seeding takes a second, not minutes.
-        first, last = await connection.fetchrow(
-            """WITH created AS (
-                 INSERT INTO items (name, description, price, owner_id)
-                 SELECT 'item ' || g, 'seeded by make bench', (g % 10000) / 100.0, $1
-                 FROM generate_series(1, $2) AS g
-                 RETURNING id)
-               SELECT min(id), max(id) FROM created""",
-            owner,
-            count,
-        )
-        await connection.execute("ANALYZE items")
+        return await insert_items(connection, owner, count)
     finally:
         await connection.close()
-    return range(int(first), int(last) + 1)
 
 
 def seed(stack: BenchStack, folder: Path, options: Options) -> dict[str, Request]:

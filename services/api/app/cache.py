@@ -31,7 +31,7 @@ from app.observability.metrics import AppMetrics
 logger = logging.getLogger("app.cache")
 
 # KEYS[1] = entry, KEYS[2] = generation; ARGV = expected generation ("" when none), value, ttl.
-_SET_IF_GENERATION = """
+SET_IF_GENERATION = """
 local current = redis.call('GET', KEYS[2])
 if (current or '') == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
@@ -96,7 +96,7 @@ class ItemCache:
         self.retry_after_seconds = retry_after_seconds
         self._bypass_until = 0.0
         # EVALSHA, with SCRIPT LOAD and a retry when Redis answers NOSCRIPT (after a restart).
-        self._set_if_generation = redis.register_script(_SET_IF_GENERATION)
+        self._set_if_generation = redis.register_script(SET_IF_GENERATION)
         self._bump_generation = redis.register_script(_BUMP_GENERATION)
 
     @staticmethod

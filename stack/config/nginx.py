@@ -56,9 +56,15 @@ _PATH = re.compile(r"^[^\s;'\"{}$\\]+$")
 _DURATION = re.compile(r"^[1-9][0-9]*(?:ms|s|m)?$")
 
 
-def _count(value: int, name: str, minimum: int) -> int:
+# limit_conn's largest number (ngx_http_limit_conn_module).
+LIMIT_CONN_MAX = 65535
+
+
+def _count(value: int, name: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int of at least {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
     return value
 
 
@@ -213,7 +219,8 @@ def render_nginx(
     if not _RATE.match(rate):
         raise ValueError(f"rate must look like 50r/s or 600r/m, got {rate!r}")
     _count(max_fails, "max_fails", 0)
-    _count(conn_limit, "conn_limit", 1)
+    # nginx refuses to start past limit_conn's largest number, and says so in its own log only.
+    _count(conn_limit, "conn_limit", 1, LIMIT_CONN_MAX)
     if not _DURATION.match(fail_timeout):
         raise ValueError(f"fail_timeout must be an nginx duration like 10s, got {fail_timeout!r}")
 

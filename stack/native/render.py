@@ -45,6 +45,7 @@ def render_all(
         internal_listen_host=topology.host,
         access_log="/dev/stdout",
         rate=env.get("NGINX_RATE_LIMIT", "1000r/s"),
+        conn_limit=int(env.get("NGINX_CONN_LIMIT", "100")),
         https=https_entry(topology, tls),
     )
     # What Compose's one-shot monitoring-auth service renders, by the same script.

@@ -56,6 +56,8 @@ def test_broken_native_variant_fails_nginx_t(tmp_path: Path) -> None:
         (["127.0.0.1:8001"], {"access_log": "/tmp/x.log; error_log /tmp/e"}),
         (["127.0.0.1:8001"], {"conn_limit": 0}),
         (["127.0.0.1:8001"], {"conn_limit": "5; allow all"}),
+        # Past limit_conn's largest number nginx would not start.
+        (["127.0.0.1:8001"], {"conn_limit": 65536}),
     ],
 )
 def test_render_refuses_values_that_would_inject_config(

@@ -2,7 +2,7 @@
 
     uv run python -m bench.run [--duration 10] [--replicas 2] [--profile] [--only cached,hello]
 
-Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a run takes about 11):
+Everything runs on loopback, bounded in time (--budget, 15 minutes by default; a run takes 11):
 
 1. Ceilings, each served the way a replica is (one Uvicorn process, uvloop + httptools):
    nginx answering a constant, a bare ASGI app, a FastAPI hello. Then the libraries' floor

@@ -68,7 +68,9 @@ BY_ID = select(Item).where(Item.id == bindparam("id"))
 
 
 def build_uncached() -> FastAPI:
-    settings = Settings(redis_socket_timeout_seconds=2.0)
+    # A PostgreSQL connection for each of wrk's 64: the API bounds its reads to its pool with a
+    # semaphore (app.database.Reader), a floor must neither wait 2 s for a connection nor fail.
+    settings = Settings(redis_socket_timeout_seconds=2.0, db_pool_size=64, db_max_overflow=0)
     redis = create_redis(settings)
     # The API's fill: stored only if the generation is still the one the read saw.
     fill = redis.register_script(SET_IF_GENERATION)
